@@ -10,7 +10,7 @@ def config_dir() -> Path:
     """The Hydra config folder (``conf/`` of the checkout; ``VAD_CONFIG_DIR`` overrides)."""
     env = os.environ.get("VAD_CONFIG_DIR")
     path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
-    if not (path / "train.yaml").is_file() and not env:
+    if not path.is_dir():
         raise FileNotFoundError(
             f"{path}: the vad config folder was not found; install vad from its checkout (`make install`) "
             "or set VAD_CONFIG_DIR to the conf/ folder"
