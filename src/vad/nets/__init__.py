@@ -1,1 +1,14 @@
-"""vad.nets"""
+"""Plain nn.Modules shared by the methods; every constructor takes explicit arguments (no config objects).
+
+    from vad.nets import UNet, PatchDiscriminator
+    generator, discriminator = UNet(12, 3), PatchDiscriminator(3)
+
+- ``UNet``: the FFP generator (official TF variant by default, the PyTorch-port variant by arguments).
+- ``PatchDiscriminator``: the FFP / pix2pix PatchGAN discriminator, no normalisation.
+- ``init_weights``: the Xavier / N(0, 0.02) initialisers the nets use.
+"""
+
+from vad.nets.patch_discriminator import PatchDiscriminator
+from vad.nets.unet import DoubleConv, UNet, init_weights
+
+__all__ = ["DoubleConv", "PatchDiscriminator", "UNet", "init_weights"]

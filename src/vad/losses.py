@@ -1,0 +1,100 @@
+"""Losses of the frame-prediction family and the suite's one PSNR; each function's docstring states its formula.
+
+    loss = intensity_loss(pred, target) + gradient_loss(pred, target) + 0.05 * lsgan_generator_loss(disc(pred))
+    score = psnr(pred, target)                           # (N,) dB, the per-frame normality signal
+
+Images are (N, C, H, W) in [-1, 1], flows (N, 2, H, W) in pixels, discriminator outputs (N, 1, h, w) in [0, 1].
+"Mean" is over every element of the batch. Inputs that should match in shape must match exactly: a broadcast
+between, say, (N, 1, H, W) and (N, 3, H, W) would silently compute something else, so it raises ValueError.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# PSNR's MSE floor (on the [0, 1] scale): identical images score 10 log10(1 / 1e-10) = 100 dB instead of +inf, far
+# above any real prediction (25-45 dB) yet finite, so per-video normalisation and AUC stay defined.
+PSNR_MIN_MSE = 1e-10
+
+
+def _check_same_shape(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{names} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def intensity_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_int = mean((P - G)^2); P, G (N, C, H, W) in [-1, 1] -> scalar."""
+    _check_same_shape(pred, target, "pred and target")
+    return (pred - target).square().mean()
+
+
+def _abs_gradients(x: torch.Tensor, zero_pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """|dx|, |dy| of (..., H, W): differences with the right / lower neighbour."""
+    if zero_pad:
+        # The official code's 'SAME' [-1, 1] filters pad one zero column on the right and one zero row at the bottom.
+        x_wide = F.pad(x, (0, 1))
+        x_tall = F.pad(x, (0, 0, 0, 1))
+        dx = x_wide[..., :, 1:] - x_wide[..., :, :-1]
+        dy = x_tall[..., 1:, :] - x_tall[..., :-1, :]
+    else:
+        dx = x[..., :, 1:] - x[..., :, :-1]
+        dy = x[..., 1:, :] - x[..., :-1, :]
+    return dx.abs(), dy.abs()
+
+
+def gradient_loss(pred: torch.Tensor, target: torch.Tensor, zero_pad: bool = True) -> torch.Tensor:
+    """L_gd = mean(| |dx P| - |dx G| |) + mean(| |dy P| - |dy G| |); P, G (N, C, H, W) -> scalar.
+
+    dx[i, j] = X[i, j+1] - X[i, j], dy[i, j] = X[i+1, j] - X[i, j]. With ``zero_pad`` (FFP's official code) X is
+    padded with one zero column on the right and one zero row at the bottom, so dx and dy are (H, W) and the last
+    column's dx is -X[:, -1] (last row's dy is -X[-1, :]); the loss then equals FFP's mean(dx term + dy term).
+    Without padding (the gradient difference loss of Mathieu et al., used by r-GAN) only interior differences count:
+    dx is (H, W-1), dy is (H-1, W), each term averaged over its own elements.
+    """
+    _check_same_shape(pred, target, "pred and target")
+    pred_dx, pred_dy = _abs_gradients(pred, zero_pad)
+    target_dx, target_dy = _abs_gradients(target, zero_pad)
+    return (pred_dx - target_dx).abs().mean() + (pred_dy - target_dy).abs().mean()
+
+
+def flow_loss(flow_pred: torch.Tensor, flow_target: torch.Tensor) -> torch.Tensor:
+    """L_op = mean(|F_pred - F_target|) (L1); flows (N, 2, H, W) in pixels -> scalar.
+
+    In FFP F_pred = F(I_t, P) and F_target = F(I_t, G) from a frozen flow network: do not detach ``flow_pred``, the
+    generator's gradient must flow through the flow network's input P.
+    """
+    _check_same_shape(flow_pred, flow_target, "flow_pred and flow_target")
+    return (flow_pred - flow_target).abs().mean()
+
+
+def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """L_adv = mean((D(P) - 1)^2 / 2); D(P) (N, 1, h, w) in [0, 1] -> scalar."""
+    return (d_fake - 1).square().mean() / 2
+
+
+def lsgan_discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """L_D = mean((D(G) - 1)^2 / 2) + mean(D(P)^2 / 2); D(G), D(P) (N, 1, h, w) in [0, 1] -> scalar.
+
+    Pass D(P) computed on a detached prediction so the discriminator step does not reach the generator.
+    """
+    return (d_real - 1).square().mean() / 2 + d_fake.square().mean() / 2
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR = 10 log10(1 / max(mse, PSNR_MIN_MSE)) in dB, for an MSE of images in [0, 1] (peak 1); elementwise."""
+    return 10 * torch.log10(1 / mse.clamp_min(PSNR_MIN_MSE))
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR in dB of (N, C, H, W) images in [-1, 1] -> (N,), the suite's only PSNR.
+
+    Both images are mapped to [0, 1] by (x + 1) / 2, mse_n = mean over (C, H, W) of the squared difference, and
+    PSNR_n = 10 log10(1 / mse_n), capped at 100 dB for identical images (see ``PSNR_MIN_MSE``). For frames decoded
+    from uint8 u as u / 127.5 - 1 this equals the usual 8-bit PSNR 10 log10(255^2 / mse(u_pred, u_target)).
+    Computed in at least float32 so half-precision inputs do not underflow the floor.
+    """
+    _check_same_shape(pred, target, "pred and target")
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    mse = ((pred.to(dtype) - target.to(dtype)) / 2).square().flatten(1).mean(dim=1)
+    return psnr_from_mse(mse)
