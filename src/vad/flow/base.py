@@ -1,0 +1,135 @@
+"""The interface every flow estimator implements, and the route from a config name to an estimator.
+
+flow = build_flow("lk")                      # conf/flow/lk.yaml, or any mapping with a `_target_`
+uv = flow(a, b)                              # (N, 2, H, W) pixels: b(x + uv(x)) ≈ a(x)
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from vad import config_dir
+from vad.errors import ConfigError, VadError
+
+# ITU-R BT.601 luma weights, the ones OpenCV's RGB -> grey conversion uses, so grey frames from the frame cache and
+# grey frames converted here agree.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def to_grey(x: Tensor) -> Tensor:
+    """(N, 1 or 3, H, W) grey or RGB -> (N, 1, H, W) luminance, same range as the input."""
+    if x.shape[1] == 1:
+        return x
+    weights = x.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+class FlowEstimator(nn.Module, metaclass=ABCMeta):
+    """A frozen optical-flow estimator: ``forward(a, b) -> (N, 2, H, W)``, in pixels.
+
+    Inputs are two batches of images ``(N, C, H, W)`` in [-1, 1] with C = 1 (grey) or 3 (RGB). Output channel 0 is the
+    horizontal (x) and channel 1 the vertical (y) displacement of each pixel of ``a`` to its position in ``b``, so that
+    ``b(x + flow(x)) ≈ a(x)``. Parameters never train and the module stays in eval mode whatever its parent does;
+    ``differentiable`` says whether gradients flow back to both inputs.
+    """
+
+    differentiable: bool = True
+
+    def freeze(self) -> None:
+        """Stop every parameter from training and switch to eval mode; subclasses call this at the end of __init__."""
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FlowEstimator:
+        # A parent's .train() must not switch a frozen estimator to training behaviour.
+        return super().train(False)
+
+    @staticmethod
+    def check_pair(a: Tensor, b: Tensor) -> None:
+        """Raise ValueError unless ``a`` and ``b`` are equally shaped (N, 1 or 3, H, W) batches."""
+        if a.ndim != 4 or a.shape[1] not in (1, 3) or a.shape != b.shape:
+            raise ValueError(
+                f"flow inputs must be two (N, 1 or 3, H, W) batches of the same shape, got {tuple(a.shape)} and "
+                f"{tuple(b.shape)}"
+            )
+
+    @abstractmethod
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """(N, C, H, W) pair in [-1, 1] -> (N, 2, H, W) flow from ``a`` to ``b`` in pixels."""
+
+
+def no_flow() -> None:
+    """The value of ``flow=none`` (conf/flow/none.yaml): no estimator; methods treat None as "no flow available"."""
+    return None
+
+
+def flow_names() -> list[str]:
+    """Names of the flow configs in conf/flow/, sorted."""
+    return sorted(path.stem for path in (config_dir() / "flow").glob("*.yaml"))
+
+
+def _named_config(name: str) -> DictConfig:
+    """conf/flow/<name>.yaml resolved against the default paths config (``${paths.weights_dir}`` and the like)."""
+    names = flow_names()
+    if name not in names:
+        raise ConfigError(f"flow={name}: unknown flow estimator; choose one of {', '.join(names)}")
+    root = OmegaConf.create(
+        {
+            "paths": OmegaConf.load(config_dir() / "paths" / "default.yaml"),
+            "flow": OmegaConf.load(config_dir() / "flow" / f"{name}.yaml"),
+        }
+    )
+    return root.flow
+
+
+def build_flow(config: str | Mapping[str, Any] | DictConfig, **overrides: Any) -> FlowEstimator | None:
+    """Build the estimator a flow config describes; None for ``none``.
+
+    ``config`` is a name of conf/flow/ (``"lk"``, ``"dis"``, ``"flownet2sd"``, ``"none"``) or a config node with a
+    ``_target_`` (the ``flow`` node of a composed Hydra config). ``overrides`` replace constructor arguments, e.g.
+    ``build_flow("flownet2sd", checkpoint="weights/FlowNet2-SD.pth")``.
+    """
+    node = _named_config(config) if isinstance(config, str) else config
+    if not isinstance(node, DictConfig):
+        node = OmegaConf.create(dict(node))
+    if "_target_" not in node:
+        raise ConfigError(f"flow config {OmegaConf.to_yaml(node).strip()!r} has no _target_; use one of conf/flow/")
+    try:
+        estimator = instantiate(node, **overrides)
+    except InstantiationException as error:
+        # Hydra wraps the constructor's exception; a user-facing error reads better unwrapped.
+        if isinstance(error.__cause__, VadError):
+            raise error.__cause__ from None
+        raise
+    if estimator is not None and not isinstance(estimator, FlowEstimator):
+        raise ConfigError(f"flow._target_={node._target_}: builds a {type(estimator).__name__}, not a FlowEstimator")
+    return estimator
+
+
+def pixel_grid(height: int, width: int, like: Tensor) -> Tensor:
+    """(1, 2, H, W) pixel coordinates (x, y) on ``like``'s device and dtype."""
+    ys = torch.arange(height, device=like.device, dtype=like.dtype)
+    xs = torch.arange(width, device=like.device, dtype=like.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y)).unsqueeze(0)
+
+
+def warp(image: Tensor, flow: Tensor) -> Tensor:
+    """Sample ``image`` at ``x + flow(x)``: (N, C, H, W) and (N, 2, H, W) pixels -> (N, C, H, W).
+
+    Bilinear, edge pixels repeated outside the frame; differentiable w.r.t. both the image and the flow.
+    """
+    _, _, height, width = image.shape
+    coords = pixel_grid(height, width, flow) + flow
+    # grid_sample wants (x, y) in [-1, 1] with -1 and 1 at the centres of the edge pixels (align_corners=True).
+    scale = flow.new_tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)]).view(1, 2, 1, 1)
+    grid = (coords * scale - 1.0).permute(0, 2, 3, 1)
+    return nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
