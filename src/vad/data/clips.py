@@ -1,0 +1,187 @@
+"""Clip datasets over the frame cache: a clip is a strided slice of one video's cached uint8 array.
+
+A clip holds ``clip_len`` frames taken every ``frame_stride`` frames; its last frame is the *target* (the frame a
+predictor predicts, or the frame a reconstruction method with ``clip_len=1`` reconstructs). A video of N frames gives
+``N - (clip_len - 1) * frame_stride`` clips, with targets ``(clip_len - 1) * frame_stride .. N - 1``; a video shorter
+than one clip is skipped with a warning and listed in ``skipped``.
+
+    train = ClipDataset(index.train, cache, "ped2/training", clip_len=5)
+    train[0]  # {"frames": (5, C, H, W) float32 in [-1, 1], "video": "01", "video_id": 0, "index": 4, "label": 0}
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch.utils.data._utils.collate import collate, collate_tensor_fn, default_collate_fn_map
+
+from vad.data.cache import FrameCache, open_frames
+from vad.data.index import Video
+from vad.errors import DataError
+
+
+def clips_to_tensor(clips: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 clips (T, H, W, C) -> one contiguous float32 (B, T, C, H, W) in [-1, 1] (value / 127.5 - 1).
+
+    Each clip is read (from its memory map) straight into the transposed float batch: one allocation per batch and
+    no per-clip buffers. Fresh multi-megabyte buffers per clip plus a stacked copy cost page faults on every batch
+    (glibc returns them to the system), which halved throughput in experiments/bench_data.py.
+    """
+    t, h, w, c = clips[0].shape
+    out = np.empty((len(clips), t, c, h, w), dtype=np.float32)
+    for b, clip in enumerate(clips):
+        out[b] = np.transpose(clip, (0, 3, 1, 2))
+    out /= 127.5
+    out -= 1.0
+    return torch.from_numpy(out)
+
+
+def clip_to_tensor(clip: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, C) -> contiguous float32 (T, C, H, W) in [-1, 1]."""
+    return clips_to_tensor([clip])[0]
+
+
+def _stack_tensors(batch: list[torch.Tensor], *, collate_fn_map: dict | None = None) -> torch.Tensor:
+    """Stack, or return the batch buffer itself when the tensors are its rows in order (see __getitems__)."""
+    base = batch[0]._base
+    if (
+        base is not None
+        and base.is_contiguous()
+        and base.shape == (len(batch), *batch[0].shape)
+        and all(t._base is base and t.data_ptr() == base[i].data_ptr() for i, t in enumerate(batch))
+    ):
+        return base
+    return collate_tensor_fn(batch, collate_fn_map=collate_fn_map)
+
+
+_COLLATE_FNS = {**default_collate_fn_map, torch.Tensor: _stack_tensors}
+
+
+def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch clip items: ``frames`` (B, T, C, H, W), ``video`` list of names, the integers as int64 (B,) tensors.
+
+    Like torch's default collate, but the frames of items from :meth:`ClipDataset.__getitems__` are not copied again.
+    """
+    return collate(samples, collate_fn_map=_COLLATE_FNS)
+
+
+class ClipDataset(Dataset):
+    """Every clip of every (long enough) video once, in video order then target order.
+
+    Items: ``frames`` float32 (clip_len, C, H, W) in [-1, 1]; ``video`` name; ``video_id`` position of the video in
+    ``videos``; ``index`` frame index of the target (the clip's last frame); ``label`` the video's label at the target,
+    or :attr:`unlabelled` for a video without labels (0 here: training videos are normal).
+
+    The cache must be built for these videos. Memory maps are opened lazily in each process that reads items and
+    are never pickled, so the dataset can be handed to DataLoader workers (fork or spawn).
+    """
+
+    unlabelled = 0
+
+    def __init__(
+        self,
+        videos: Sequence[Video],
+        cache: FrameCache,
+        dataset_name: str,
+        clip_len: int = 5,
+        frame_stride: int = 1,
+    ) -> None:
+        if clip_len < 1 or frame_stride < 1:
+            raise ValueError(f"clip_len and frame_stride must be >= 1, got {clip_len} and {frame_stride}")
+        self.videos = list(videos)
+        self.clip_len = clip_len
+        self.frame_stride = frame_stride
+        self.span = (clip_len - 1) * frame_stride + 1
+        self.paths = [cache.path(v, dataset_name) for v in self.videos]
+        self.num_frames = [len(open_frames(p, v.name)) for p, v in zip(self.paths, self.videos, strict=True)]
+        self.labels = [self._labels(v, n) for v, n in zip(self.videos, self.num_frames, strict=True)]
+        self.skipped = [v.name for v, n in zip(self.videos, self.num_frames, strict=True) if n < self.span]
+        for name in self.skipped:
+            warnings.warn(
+                f"video '{name}' is shorter than one clip ({self.span} frames with clip_len={clip_len}, "
+                f"frame_stride={frame_stride}); it is skipped",
+                stacklevel=2,
+            )
+        counts = np.array([max(n - self.span + 1, 0) for n in self.num_frames], dtype=np.int64)
+        self.clips_per_video = counts
+        self._ends = np.cumsum(counts)
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def _labels(self, video: Video, num_frames: int) -> np.ndarray:
+        if video.labels is None:
+            return np.full(num_frames, self.unlabelled, dtype=np.int64)
+        if len(video.labels) != num_frames:
+            raise DataError(
+                f"{video.source.location}: {len(video.labels)} frame labels for {num_frames} frames in video "
+                f"'{video.name}'; fix the label file so it has one label per frame"
+            )
+        return np.asarray(video.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def targets(self, video_id: int) -> range:
+        """Frame indices that are targets of a clip in video ``video_id`` (empty for a skipped video)."""
+        return range(self.span - 1, self.num_frames[video_id])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(video_id, first frame) of clip ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"clip index {i} out of range for {len(self)} clips")
+        video_id = int(np.searchsorted(self._ends, i, side="right"))
+        start = i - (int(self._ends[video_id - 1]) if video_id else 0)
+        return video_id, start
+
+    def frames(self, video_id: int) -> np.ndarray:
+        """The cached uint8 (N, H, W, C) memmap of a video, opened once per process."""
+        array = self._arrays.get(video_id)
+        if array is None:
+            array = open_frames(self.paths[video_id], self.videos[video_id].name)
+            self._arrays[video_id] = array
+        return array
+
+    def clip(self, video_id: int, start: int) -> np.ndarray:
+        """uint8 (clip_len, H, W, C) view of the memmap: the clip starting at frame ``start``."""
+        return self.frames(video_id)[start : start + self.span : self.frame_stride]
+
+    def _item(self, video_id: int, start: int, frames: torch.Tensor) -> dict[str, Any]:
+        target = start + self.span - 1
+        return {
+            "frames": frames,
+            "video": self.videos[video_id].name,
+            "video_id": video_id,
+            "index": target,
+            "label": int(self.labels[video_id][target]),
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        video_id, start = self.locate(i)
+        return self._item(video_id, start, clip_to_tensor(self.clip(video_id, start)))
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """The items of a whole batch (what DataLoader asks for); their frames are the rows of one batch buffer,
+        which :func:`collate_clips` hands on without copying."""
+        located = [self.locate(i) for i in indices]
+        frames = clips_to_tensor([self.clip(v, start) for v, start in located])
+        return [self._item(v, start, frames[b]) for b, (v, start) in enumerate(located)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An open memmap would be pickled as a full in-memory copy of the video.
+        state = self.__dict__.copy()
+        state["_arrays"] = {}
+        return state
+
+
+class TestClipDataset(ClipDataset):
+    """Every predictable frame of every test video, in order: targets ``(clip_len - 1) * frame_stride .. N - 1``.
+
+    Same items as :class:`ClipDataset`; a video without labels gives ``label`` -1 (unknown).
+    """
+
+    __test__ = False  # not a pytest test class
+    unlabelled = -1

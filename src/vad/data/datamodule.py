@@ -1,0 +1,272 @@
+"""The Lightning datamodule: dataset on disk -> frame cache -> clip datasets -> loaders.
+
+Any layout :func:`vad.data.layout.open_dataset` reads works; a missing root is generated first when a
+``generator`` config is given (the synthetic set):
+
+    <root>/training/frames/<video>/<frame>.jpg
+    <root>/testing/frames/<video>/<frame>.jpg     (+ labels, see vad.data.layout)
+
+    dm = VideoDataModule("ped2", "data/ped2", image_size=(256, 256), clip_len=5, val_videos=2)
+    dm.prepare_data(); dm.setup("fit"); batch = next(iter(dm.train_dataloader()))  # frames (B, 5, 3, 256, 256)
+
+``prepare_data`` (rank 0) generates the synthetic set if asked and decodes every video once into the cache;
+``setup`` indexes the dataset, splits ``val_videos`` training videos off for validation (chosen by ``seed``; model
+selection never looks at the test set) and builds the clip datasets.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from vad.data.cache import FrameCache
+from vad.data.clips import ClipDataset, TestClipDataset, collate_clips
+from vad.data.frames import INTERPOLATIONS
+from vad.data.index import DatasetIndex, Video
+from vad.data.layout import open_dataset
+from vad.errors import ConfigError, DataError
+
+DEFAULT_CACHE_DIR = Path(".cache") / "frames"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What evaluation needs about one test video: ``labels`` (num_frames,) uint8 or None; ``skipped`` True when
+    the video is shorter than one clip and has no predictions (evaluation leaves it out)."""
+
+    name: str
+    num_frames: int
+    labels: np.ndarray | None
+    skipped: bool
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Clips of one dataset for training, validation (held-out training videos) and test.
+
+    Batches are dicts: ``frames`` float32 (B, clip_len, C, H, W) in [-1, 1], ``video`` list of names, ``video_id``,
+    ``index`` (target frame) and ``label`` int64 (B,) (see :class:`vad.data.clips.ClipDataset`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str | Path,
+        layout: str = "auto",
+        labels: str | Path = "auto",
+        image_size: Sequence[int] = (256, 256),
+        channels: int = 3,
+        interpolation: str = "linear",
+        clip_len: int = 5,
+        frame_stride: int = 1,
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        persistent_workers: bool = False,
+        pin_memory: bool = False,
+        val_videos: int | float = 0,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        generator: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"dataset.name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.root = Path(root)
+        self.layout = layout
+        self.labels = labels
+        self.image_size = _image_size(image_size)
+        self.channels = _choice("channels", channels, (1, 3))
+        self.interpolation = _choice("interpolation", interpolation, tuple(INTERPOLATIONS))
+        self.clip_len = _positive("clip_len", clip_len)
+        self.frame_stride = _positive("frame_stride", frame_stride)
+        self.batch_size = _positive("batch_size", batch_size)
+        self.eval_batch_size = (
+            self.batch_size if eval_batch_size is None else _positive("eval_batch_size", eval_batch_size)
+        )
+        self.num_workers = _positive("num_workers", num_workers, minimum=0)
+        self.persistent_workers = bool(persistent_workers)
+        self.pin_memory = bool(pin_memory)
+        self.val_videos = _val_videos(val_videos)
+        self.seed = int(seed)
+        self.generator = _generator(generator)
+        self.cache = FrameCache(
+            DEFAULT_CACHE_DIR if cache_dir is None else cache_dir, self.image_size, self.channels, self.interpolation
+        )
+        self.index: DatasetIndex | None = None
+        self.train_videos: list[Video] = []
+        self.val_split: list[Video] = []
+        self.train_dataset: ClipDataset | None = None
+        self.val_dataset: ClipDataset | None = None
+        self.test_dataset: TestClipDataset | None = None
+
+    # -- stages ------------------------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set when the root is missing and a generator is configured; build the cache."""
+        if not self.root.exists() and self.generator is not None:
+            from vad.data.synthetic import generate
+
+            generate(self.root, **self.generator)
+        index = self._open()
+        self.cache.build(index.train, self._cache_name("training"))
+        self.cache.build(index.test, self._cache_name("testing"))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index the dataset and build the clip datasets of ``stage`` (fit / validate / test / predict / None)."""
+        if self.index is None:
+            self.index = self._open()
+            self.train_videos, self.val_split = self._split(self.index.train)
+        if stage in ("fit", "validate") and not self.train_videos:
+            raise DataError(f"{self.root}: no training videos to fit on; point the dataset root at a set with them")
+        if stage in (None, "fit", "validate") and self.train_videos:
+            self.train_dataset = self._clips(ClipDataset, self.train_videos, "training")
+            self.val_dataset = self._clips(ClipDataset, self.val_split, "training") if self.val_split else None
+        if stage in (None, "test", "predict"):
+            self.test_dataset = self._clips(TestClipDataset, self.index.test, "testing")
+
+    def train_dataloader(self) -> DataLoader:
+        shuffle_generator = torch.Generator().manual_seed(self.seed)
+        return self._loader(self._ready(self.train_dataset, "fit"), self.batch_size, True, shuffle_generator)
+
+    def val_dataloader(self) -> DataLoader | list:
+        # No held-out videos: Lightning skips validation when given an empty list.
+        if self.val_dataset is None:
+            return []
+        return self._loader(self.val_dataset, self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._ready(self.test_dataset, "test"), self.eval_batch_size, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._ready(self.test_dataset, "predict"), self.eval_batch_size, False)
+
+    # -- for evaluation ----------------------------------------------------------------------------------------------
+
+    @property
+    def test_videos(self) -> list[VideoInfo]:
+        """Name, frame count, per-frame labels (or None) and skipped flag of every test video, in order."""
+        dataset = self._ready(self.test_dataset, "test")
+        skipped = set(dataset.skipped)
+        return [
+            VideoInfo(v.name, n, v.labels, v.name in skipped)
+            for v, n in zip(dataset.videos, dataset.num_frames, strict=True)
+        ]
+
+    @property
+    def label_source(self) -> str | None:
+        """Where the test labels came from (recorded with every result)."""
+        if self.index is None:
+            raise RuntimeError("call setup() before reading label_source")
+        return self.index.label_source
+
+    # -- internals ---------------------------------------------------------------------------------------------------
+
+    def _open(self) -> DatasetIndex:
+        return open_dataset(self.name, self.root, layout=self.layout, labels=self.labels)
+
+    def _split(self, videos: list[Video]) -> tuple[list[Video], list[Video]]:
+        """(train, val): the val videos are drawn by ``seed``; both keep the dataset's video order."""
+        if not self.val_videos:
+            return list(videos), []
+        count = self.val_videos if isinstance(self.val_videos, int) else max(1, round(self.val_videos * len(videos)))
+        if count >= len(videos):
+            raise ConfigError(
+                f"dataset.val_videos={self.val_videos} holds out {count} of the {len(videos)} training videos of "
+                f"{self.root}; leave at least one for training"
+            )
+        held = set(np.random.default_rng(self.seed).permutation(len(videos))[:count].tolist())
+        return [v for i, v in enumerate(videos) if i not in held], [v for i, v in enumerate(videos) if i in held]
+
+    def _cache_name(self, split: str) -> str:
+        # Training and test videos share names ("01"): each split needs its own cache folder.
+        return f"{self.name}/{split}"
+
+    def _clips(self, kind: type[ClipDataset], videos: list[Video], split: str) -> ClipDataset:
+        # Cheap when prepare_data already ran; decodes what is missing when the module is used without a Trainer.
+        name = self._cache_name(split)
+        self.cache.build(videos, name)
+        return kind(videos, self.cache, name, clip_len=self.clip_len, frame_stride=self.frame_stride)
+
+    def _ready(self, dataset: ClipDataset | None, stage: str) -> ClipDataset:
+        if dataset is None:
+            raise RuntimeError(f"call setup({stage!r}) before asking for its data")
+        return dataset
+
+    def _loader(
+        self, dataset: ClipDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    ) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=False,
+            collate_fn=collate_clips,
+            num_workers=workers,
+            persistent_workers=self.persistent_workers and workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Hydra hands over DictConfig / ListConfig; validation works on plain containers."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _positive(key: str, value: Any, minimum: int = 1) -> int:
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"dataset.{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _choice(key: str, value: Any, choices: tuple) -> Any:
+    if value not in choices or isinstance(value, bool):
+        shown = " or ".join(str(c) for c in choices)
+        raise ConfigError(f"dataset.{key} must be {shown}, got {value!r}")
+    return choices[choices.index(value)]
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    value = _plain(value)
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_int(v) and v >= 1 for v in value):
+        raise ConfigError(f"dataset.image_size must be two positive integers [height, width], got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _val_videos(value: Any) -> int | float:
+    if _is_int(value) and value >= 0:
+        return int(value)
+    if isinstance(value, float) and 0.0 <= value < 1.0:
+        return value
+    raise ConfigError(
+        f"dataset.val_videos must be a count >= 0 or a fraction in [0, 1) of the training videos, got {value!r}"
+    )
+
+
+def _generator(value: Any) -> dict[str, Any] | None:
+    value = _plain(value)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"dataset.generator must be a mapping of vad.data.synthetic.generate arguments, got {value!r}"
+        )
+    return dict(value)
