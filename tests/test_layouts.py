@@ -22,7 +22,7 @@ from raw_fixtures import (
 from test_labels import PED2_RANGES
 from vad.data.frames import iter_frames
 from vad.data.labels import labels_to_ranges, load_masks
-from vad.data.layout import KNOWN_DATASETS, detect_layout, open_dataset, open_video_file
+from vad.data.layout import KNOWN_DATASETS, dataset_info, detect_layout, open_dataset, open_video_file
 from vad.errors import DataError
 
 
@@ -158,7 +158,7 @@ def test_missing_root_shows_tree_and_prepare_command(tmp_path: Path) -> None:
 
 def test_unknown_dataset_and_layout(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
-        open_dataset("ped3", tmp_path)
+        dataset_info("ped3")
     assert str(err.value) == (
         f"unknown dataset 'ped3'; known: {', '.join(KNOWN_DATASETS)} (use dataset=folder with its root for any "
         "other footage)"
@@ -168,6 +168,15 @@ def test_unknown_dataset_and_layout(tmp_path: Path) -> None:
         open_dataset("ped2", tmp_path, layout="mnad")
     with pytest.raises(DataError, match="not in the FFP layout"):
         open_dataset("ped2", tmp_path, layout="ffp")
+
+
+def test_own_footage_takes_any_name(tmp_path: Path) -> None:
+    """dataset=folder dataset.name=mycam: the name only labels the run; the layout is read from the files."""
+    write_video(tmp_path / "cam.avi", make_frames(4, 16, 16, 3, seed=1))
+    index = open_dataset("mycam", tmp_path)
+    assert (index.name, [v.name for v in index.train]) == ("mycam", ["cam"])
+    with pytest.raises(DataError, match=r"<root>/training/<video>\.avi"):
+        open_dataset("mycam", tmp_path / "nothing")
 
 
 def test_folder_of_videos_and_frame_folders(tmp_path: Path) -> None:

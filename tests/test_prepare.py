@@ -256,3 +256,10 @@ def test_config_composes_and_checks_required_keys(tmp_path: Path) -> None:
         run(compose("dataset=ped2"))
     with pytest.raises(ConfigError, match=r"^out is required for dataset=folder: add out=<folder>"):
         run(compose("dataset=folder", f"source={tmp_path}"))
+
+
+def test_unknown_dataset_name_lists_the_known_ones(tmp_path: Path) -> None:
+    fixture = write_ucsd(tmp_path / "download")
+    with pytest.raises(DataError, match=r"unknown dataset 'ped3'; known: ped1, ped2, avenue, shanghaitech"):
+        prepare("ped3", fixture.source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -78,7 +78,9 @@ class VideoDataModule(L.LightningDataModule):
         generator: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Lightning merges these with the method's hparams for the loggers; the synthetic generator's settings would
+        # clash with a method's `generator` (its net) and are recorded in the run config anyway.
+        self.save_hyperparameters(ignore=["generator"])
         if not isinstance(name, str) or not name:
             raise ConfigError(f"dataset.name must be a non-empty string, got {name!r}")
         self.name = name

@@ -323,19 +323,21 @@ def detect_layout(root: Path) -> str:
 
 
 def open_dataset(name: str, root: str | Path, layout: str = "auto", labels: LabelsArg = "auto") -> DatasetIndex:
-    """Index dataset ``name`` (a key of :data:`KNOWN_DATASETS`) found at ``root``.
+    """Index dataset ``name`` found at ``root``.
+
+    ``name`` is a key of :data:`KNOWN_DATASETS` or, for your own footage, any label for the run (read like
+    ``folder``: the layout is detected from the files).
 
     ``layout``: one of :data:`LAYOUTS` (``auto`` detects it from the files); ``labels``: ``"auto"``, a label file or
     folder, or None for an unlabelled test set.
     """
     from vad.data import raw
 
-    dataset_info(name)
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     root = Path(root).expanduser()
     if not root.exists():
-        raise missing_root_error(name, root, FOLDER_TREE if name == "folder" else FFP_TREE)
+        raise missing_root_error(name, root, FFP_TREE if name in KNOWN_DATASETS and name != "folder" else FOLDER_TREE)
     if layout == "auto":
         layout = detect_layout(root)
     if layout == "video":
