@@ -45,3 +45,12 @@ def _quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Never reach the network from tests, never pick up a user's wandb login.
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist every worker is a process of its own: one intra-op thread each avoids oversubscribing the
+    # cores (torch's many small ops in the flow estimator slow down by orders of magnitude when threads contend).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -1,0 +1,157 @@
+"""Test a trained checkpoint (or a method without weights) and write the report into a new run folder.
+
+    python -m vad.evaluate ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+    python -m vad.evaluate ckpt_path=logs/train/runs/<run> select=best_on_test
+    python -m vad.evaluate model=copy_last dataset=ped2
+
+The checkpoint carries the config it was trained with; the model, dataset and flow settings come from there.
+Command-line overrides apply on top (``dataset.root=/copy/elsewhere``), and switching a whole group
+(``dataset=avenue``) takes that group's config instead. ``select=best_on_test`` tests every checkpoint of a run and
+keeps the best micro AUC: that number is selected on the test labels and is reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from vad import report
+from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+from vad.cli import run_hydra
+from vad.errors import ConfigError
+from vad.methods.base import CONFIG_KEY
+from vad.train import check_fresh, run_directory
+
+GROUPS = ("model", "dataset", "flow")
+SELECTIONS = {
+    "last": "last",
+    "best_on_test": "best_on_test (chosen by test-set micro AUC: optimistic, not comparable to last-checkpoint results)",
+}
+
+
+def checkpoint_files(ckpt_path: str, select: str) -> list[Path]:
+    """The checkpoint(s) to test: one file for ``last``, every ``*.ckpt`` of the run for ``best_on_test``."""
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise ConfigError(f"ckpt_path: {path} not found; pass a .ckpt file or a run folder")
+    folder = path if path.is_dir() else path.parent
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    if select == "best_on_test":
+        files = sorted(folder.glob("*.ckpt"))
+        if not files:
+            raise ConfigError(f"ckpt_path: no .ckpt files in {folder}")
+        return files
+    if path.is_file():
+        return [path]
+    last = folder / "last.ckpt"
+    if not last.is_file():
+        raise ConfigError(f"ckpt_path: {folder} holds no last.ckpt; pass the checkpoint file itself")
+    return [last]
+
+
+def saved_config(ckpt: Path) -> dict[str, Any]:
+    """The {"config", "choices"} record a vad checkpoint carries."""
+    try:
+        data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"ckpt_path: cannot read {ckpt} as a checkpoint ({type(exc).__name__}: {exc})") from None
+    if CONFIG_KEY not in data:
+        raise ConfigError(f"ckpt_path: {ckpt} was not written by vad.train (no '{CONFIG_KEY}' entry)")
+    return data[CONFIG_KEY]
+
+
+def effective_config(cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
+    """The checkpoint's config with this command line's overrides of the model / dataset / flow groups on top."""
+    eff = OmegaConf.create(saved["config"])
+    eff.paths = cfg.paths
+    eff.seed = cfg.seed
+    choices = HydraConfig.get().runtime.choices
+    for group in GROUPS:
+        if choices.get(group) != saved["choices"].get(group):  # the user switched the whole group
+            eff[group] = cfg[group]
+    for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
+        key = override.key_or_group
+        if "." in key and key.split(".", 1)[0] in GROUPS:
+            OmegaConf.update(eff, key, OmegaConf.select(cfg, key), force_add=True)
+    return eff
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    select = cfg.get("select", "last")
+    if select not in SELECTIONS:
+        raise ConfigError(f"select={select} is not one of {sorted(SELECTIONS)}")
+    run_dir = run_directory()
+    check_fresh(run_dir, resuming=False)
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ckpt_path"):
+        files = checkpoint_files(cfg.ckpt_path, select)
+        eff = effective_config(cfg, saved_config(files[-1]))
+    else:
+        files, eff = [], cfg
+    datamodule = build_datamodule(eff)
+    model = build_model(eff)
+    if model.trainable and not files:
+        raise ConfigError(
+            f"model {eff.model._target_} has trainable weights: pass ckpt_path=<checkpoint or run folder>"
+        )
+    trainer = build_trainer(cfg, run_dir, with_callbacks=False)
+    meta = report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "evaluate"}
+    if select == "best_on_test" and len(files) > 1:
+        scan = {}
+        for ckpt in files:
+            trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+            scan[str(ckpt)] = model.test_result.auc_micro
+        best = max(scan, key=lambda k: scan[k])
+        (run_dir / "best_on_test_scan.json").write_text(json.dumps(scan, indent=2))
+        files = [Path(best)]
+        meta["best_on_test_scan"] = scan
+    result = test_and_report(
+        trainer,
+        model,
+        datamodule,
+        run_dir,
+        ckpt_path=str(files[0]) if files else None,
+        selection=SELECTIONS[select],
+        meta=meta,
+    )
+    if trainer.is_global_zero:
+        name = eff.model._target_.rsplit(".", 1)[-1]
+        print(report.format_summary(result, title=f"{name} on {eff.dataset.name} [{select}]"))
+    return result.to_dict()
+
+
+def _with_checkpoint_choices(argv: list[str]) -> list[str]:
+    """Prepend the checkpoint's group choices (model=..., dataset=..., flow=...) the command line does not set.
+
+    Composing with the groups the checkpoint was trained with lets overrides of their keys (``model.gamma=...``)
+    pass the config check even when they do not exist in the default groups.
+    """
+    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
+    select = next((a.split("=", 1)[1] for a in argv if a.startswith("select=")), "last")
+    if not ckpt:
+        return argv
+    try:
+        choices = saved_config(checkpoint_files(ckpt, select if select in SELECTIONS else "last")[-1])["choices"]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
+    return [f"{g}={choices[g]}" for g in GROUPS if g in choices and g not in given] + argv
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *_with_checkpoint_choices(sys.argv[1:])]
+    run_hydra("eval", evaluate)
+
+
+if __name__ == "__main__":
+    main()

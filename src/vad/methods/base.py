@@ -1,0 +1,223 @@
+"""The shared base of every method: manual optimisation helpers, the test loop and the scoring hand-off.
+
+A method subclasses :class:`VADModule`, builds its nets and optimisers, and implements
+
+- ``training_step``: its generator / discriminator / extra steps, in its paper's order, through :meth:`optimise`;
+- ``frame_signals(batch) -> {name: (N,) tensor}``: the per-frame signals of a test batch (e.g. ``psnr``);
+- ``sample_images(batch) -> {"input", "prediction", "target"}``: (N, C, H, W) in [-1, 1] for the sample grid.
+
+Everything else lives here once: the per-iteration learning-rate schedule, loss logging, validation on held-out
+normal videos, the test loop that collects every test frame's signals exactly once (also under DDP), and the
+scoring protocol (``vad.scoring``) that turns them into metrics. No method needs ``if method == ...`` branches here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+
+from vad import scoring
+from vad.errors import ConfigError
+
+
+#: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
+CONFIG_KEY = "vad_config"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops (after a checkpoint is saved) with this message."""
+
+
+@contextmanager
+def _uncounted(optimizer: LightningOptimizer) -> Iterator[None]:
+    """Step an optimiser without advancing ``trainer.global_step``.
+
+    In manual optimisation Lightning counts every ``optimizer.step()`` as a global step, so a G+D method would advance
+    two steps per batch and every schedule expressed in iterations (``max_steps``, checkpoint intervals, logging) would
+    run at half length. Only the method's primary optimiser counts; the precision / strategy handling of the step
+    itself is unchanged.
+    """
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = lambda: None
+    try:
+        yield
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+class VADModule(L.LightningModule):
+    """Base LightningModule of the suite's methods (manual optimisation).
+
+    Args:
+        channels: image channels (1 grey, 3 RGB).
+        clip_len: frames per item: the method's input frames plus the target frame (1 for reconstruction).
+        loss: flat mapping term -> weight; a 0 weight skips the term, every computed term is logged unweighted.
+        score: signed fusion weights of the per-frame signals (see ``vad.scoring.fuse``).
+        grad_clip: max gradient norm applied to every optimiser step, or None.
+    """
+
+    #: names of the per-frame signals :meth:`frame_signals` returns
+    signals: tuple[str, ...] = ()
+    #: False for methods without trainable weights (e.g. the copy-last baseline): they are evaluated, not trained
+    trainable: bool = True
+
+    def __init__(
+        self,
+        *,
+        channels: int,
+        clip_len: int,
+        loss: Mapping[str, float],
+        score: Mapping[str, float],
+        grad_clip: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if channels not in (1, 3):
+            raise ConfigError(f"model.channels must be 1 or 3, got {channels}")
+        if clip_len < 1:
+            raise ConfigError(f"model.clip_len must be >= 1, got {clip_len}")
+        self.channels = channels
+        self.clip_len = clip_len
+        self.loss_weights = {name: float(w) for name, w in loss.items()}
+        self.score_weights = scoring.check_weights(score, self.signals)
+        self.grad_clip = grad_clip
+        self._test_records: list[dict[str, np.ndarray]] = []
+        self._samples: dict[str, torch.Tensor] | None = None
+        self.test_result: scoring.ProtocolResult | None = None
+        self.test_samples: dict[str, np.ndarray] | None = None
+        self.run_config: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ methods implement these
+    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-frame signals of a test batch: name -> (N,) float tensor."""
+        raise NotImplementedError
+
+    def sample_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Images for the sample grid: ``input`` (last input frame), ``prediction``, ``target``, each (N, C, H, W)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training helpers
+    def weight(self, term: str) -> float:
+        """The configured weight of a loss term (0 when absent)."""
+        return self.loss_weights.get(term, 0.0)
+
+    def check_finite(self, terms: Mapping[str, torch.Tensor]) -> None:
+        """Raise NonFiniteLossError naming the step and the first non-finite term."""
+        for name, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(
+                    f"loss term '{name}' is {value.item()} at step {self.global_step} "
+                    f"(batch {self.trainer.fit_loop.total_batch_idx if self._trainer else '?'}); "
+                    "lower the learning rate or the term's weight (model.loss / model.optim), or enable model.grad_clip"
+                )
+
+    def weighted_sum(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """sum_k w_k * L_k over the computed terms, after checking that every term is finite."""
+        self.check_finite(terms)
+        return sum(self.weight(name) * value for name, value in terms.items())  # type: ignore[return-value]
+
+    def optimise(self, optimizer: LightningOptimizer, loss: torch.Tensor, *, counts_as_step: bool = True) -> None:
+        """zero_grad -> backward -> optional clipping -> step, for one optimiser of a manual-optimisation method.
+
+        Gradients of the optimiser's parameters are zeroed first, so gradients left by another network's loss (e.g.
+        the generator's adversarial term flowing into the discriminator) never leak into this step.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        if counts_as_step:
+            optimizer.step()
+        else:
+            with _uncounted(optimizer):
+                optimizer.step()
+
+    def log_terms(self, terms: Mapping[str, torch.Tensor], prefix: str = "train/loss_", **kwargs: Any) -> None:
+        """Log each term unweighted as ``train/loss_<name>``."""
+        batch_size = kwargs.pop("batch_size", None)
+        self.log_dict(
+            {f"{prefix}{k}": v.detach().float() for k, v in terms.items()},
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch_size,
+            **kwargs,
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning does not step schedulers in manual optimisation; step-interval ones are stepped here per
+        # iteration, epoch-interval ones in on_train_epoch_end, so every method gets the same behaviour.
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == "step":
+                config.scheduler.step()
+
+    def on_train_epoch_end(self) -> None:
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == "epoch":
+                config.scheduler.step()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The composed config travels with the weights so `vad.evaluate ckpt_path=...` rebuilds the same run.
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = self.run_config
+
+    # ------------------------------------------------------------------ validation: held-out normal videos
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        signals = self.frame_signals(batch)
+        n = batch["frames"].shape[0]
+        self.log_dict({f"val/{k}": v.float().mean() for k, v in signals.items()}, batch_size=n, sync_dist=True)
+
+    # ------------------------------------------------------------------ test: every frame once, then the protocol
+    def on_test_epoch_start(self) -> None:
+        self._test_records = []
+        self._samples = None
+        self.test_result = None
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        signals = self.frame_signals(batch)
+        record = {
+            "video_id": batch["video_id"].detach().cpu().numpy().astype(np.int64),
+            "index": batch["index"].detach().cpu().numpy().astype(np.int64),
+        }
+        for name, value in signals.items():
+            record[name] = value.detach().float().cpu().numpy()
+        self._test_records.append(record)
+        if self._samples is None:
+            self._samples = {k: v.detach().float().cpu() for k, v in self.sample_images(batch).items()}
+
+    def _gather_records(self) -> dict[str, np.ndarray]:
+        """Concatenate this rank's records and, under DDP, every rank's; duplicates (padding) removed."""
+        local = {k: np.concatenate([r[k] for r in self._test_records]) for k in self._test_records[0]}
+        if self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, local)
+            local = {k: np.concatenate([g[k] for g in gathered]) for k in local}
+        # A distributed sampler pads the last batches with repeated items: keep the first of each (video, frame).
+        key = local["video_id"] * (1 << 32) + local["index"]
+        _, first = np.unique(key, return_index=True)
+        first.sort()
+        return {k: v[first] for k, v in local.items()}
+
+    def on_test_epoch_end(self) -> None:
+        if not self._test_records:
+            raise RuntimeError("the test split yielded no frames to score")
+        records = self._gather_records()
+        datamodule = self.trainer.datamodule
+        videos = datamodule.test_videos
+        result = scoring.evaluate(
+            scoring.videos_from_records(records, videos, signals=self.signals),
+            self.score_weights,
+            label_source=datamodule.label_source,
+        )
+        self.test_result = result
+        self.test_samples = {k: v.numpy() for k, v in (self._samples or {}).items()}
+        for name in ("auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw"):
+            value = getattr(result, name)
+            if value is not None and not math.isnan(value):
+                self.log(f"test/{name}", float(value), rank_zero_only=True)

@@ -1,0 +1,55 @@
+"""The untrained "copy-last" predictor: the prediction of frame t+1 is frame t.
+
+Its score is the PSNR between consecutive frames, i.e. plain frame differencing. Any learned predictor must beat it
+under the same protocol (same dropped frames, same normalisation), which is why its clip length follows the
+method it is compared with.
+
+    python -m vad.evaluate model=copy_last dataset=ped2 model.clip_len=5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from vad import losses
+from vad.errors import ConfigError
+from vad.methods.base import VADModule
+
+
+class CopyLast(VADModule):
+    """Score = PSNR(frame t, frame t+1); no weights, nothing to train.
+
+    Args:
+        channels: image channels (1 or 3).
+        clip_len: frames per item; only the last two are used, the first ``clip_len - 1`` frames of each video are
+            dropped exactly as for a predictor with ``clip_len - 1`` inputs.
+        score: fusion weights of the ``psnr`` signal.
+    """
+
+    signals = ("psnr",)
+    trainable = False
+
+    def __init__(self, *, channels: int = 3, clip_len: int = 5, score: Mapping[str, float] | None = None) -> None:
+        if clip_len < 2:
+            raise ConfigError(f"model.clip_len must be >= 2 for copy_last (previous frame + target), got {clip_len}")
+        super().__init__(channels=channels, clip_len=clip_len, loss={}, score=score or {"psnr": -1.0})
+        self.save_hyperparameters()
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        raise ConfigError(
+            "model=copy_last has no weights to train; evaluate it with `python -m vad.evaluate model=copy_last`"
+        )
+
+    def configure_optimizers(self) -> None:
+        return None
+
+    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        frames = batch["frames"]
+        return {"psnr": losses.psnr(frames[:, -2].float(), frames[:, -1].float())}
+
+    def sample_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        frames = batch["frames"]
+        return {"input": frames[:, -2], "prediction": frames[:, -2], "target": frames[:, -1]}

@@ -1,0 +1,93 @@
+"""Train a method, test its last checkpoint and write the report.
+
+    python -m vad.train experiment=quickstart
+    python -m vad.train model=ffp dataset=ped2 experiment=ffp_ped2
+    python -m vad.train -m model.loss.flow=0,1,2
+
+The run folder (Hydra's run directory; ``hydra.run.dir=...`` places it) receives ``.hydra/`` (the resolved
+config), ``checkpoints/``, ``scores.csv``, ``metrics.json`` and the plots. A folder that already holds a run is
+never written into, except to resume it with ``ckpt_path=last``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from vad import report
+from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+from vad.cli import run_hydra
+from vad.errors import ConfigError
+
+RUN_ARTIFACTS = ("checkpoints", "metrics.json", "scores.csv")
+
+
+def run_directory() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` -> the run folder's last.ckpt; a path is checked for existence."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (ckpt_path=last resumes the run in hydra.run.dir=<run folder>)" if ckpt_path == "last" else ""
+        raise ConfigError(f"ckpt_path: checkpoint {path} not found{hint}")
+    return str(path)
+
+
+def check_fresh(run_dir: Path, resuming: bool) -> None:
+    """Refuse to write into a folder that already holds a run (unless resuming an unfinished one)."""
+    if (run_dir / "metrics.json").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir or delete that folder"
+        )
+    if not resuming and any((run_dir / name).exists() for name in RUN_ARTIFACTS):
+        raise ConfigError(
+            f"{run_dir} already holds a run; resume it with ckpt_path=last, or choose another hydra.run.dir"
+        )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the last checkpoint, write the report; returns the test metrics."""
+    run_dir = run_directory()
+    resume = resolve_resume(cfg.get("ckpt_path"), run_dir)
+    check_fresh(run_dir, resuming=resume is not None)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg)
+    if not model.trainable:
+        raise ConfigError(f"model={cfg.model._target_} has no weights to train; use `python -m vad.evaluate` instead")
+    trainer = build_trainer(cfg, run_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    if not cfg.get("test", True):
+        return {}
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = str(last) if last.is_file() else None
+    result = test_and_report(
+        trainer,
+        model,
+        datamodule,
+        run_dir,
+        ckpt_path=ckpt,
+        selection="last",
+        meta=report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "train"},
+    )
+    if result is None:
+        return {}
+    if trainer.is_global_zero:
+        print(report.format_summary(result, title=f"{cfg.model._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"))
+    return result.to_dict()
+
+
+def main() -> None:
+    run_hydra("train", train)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""vad.train / vad.evaluate on the real configs: presets compose, train -> evaluate round trip, typos, run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
+from vad import config_dir
+from vad.build import build_model
+from vad.cli import check_overrides
+from vad.errors import ConfigError, DataError
+from vad.evaluate import evaluate
+from vad.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+METRICS = ("auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: Path) -> None:
+    cfg = hydra_job("train", [f"experiment={experiment}"], tmp_path / "run", tmp_path)
+    if cfg.flow.get("checkpoint"):
+        cfg.flow.checkpoint = None  # random FlowNet2-SD weights: the published file is not on test machines
+    datamodule = instantiate(cfg.dataset, _convert_="all")
+    model = build_model(cfg)
+    assert datamodule.clip_len == model.clip_len == cfg.model.clip_len
+    assert model.channels == cfg.dataset.channels
+
+
+def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path) -> None:
+    data = tiny_dataset(tmp_path / "tiny")
+    run = tmp_path / "run"
+    metrics = train(hydra_job("train", [*data, *TINY_FFP], run, tmp_path))
+    for name in ("scores.csv", "metrics.json", "score_curves.png", "roc.png", "samples.png", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["checkpoint_selection"] == "last"
+    assert saved["label_source"] == "testing/labels (per-video .npy)"
+    assert saved["frames"] == metrics["frames"] == (9 - 4) + (8 - 4)
+    header = (run / "scores.csv").read_text().splitlines()[0]
+    assert header == "video,frame,label,score,psnr"
+
+    # the real CLI, in a fresh process: the checkpoint's config rebuilds the same model and data
+    env = dict(os.environ, VAD_HOME=str(tmp_path))
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vad.evaluate",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "micro AUC" in proc.stdout
+    again = json.loads((out / "metrics.json").read_text())
+    for key in METRICS:
+        assert again[key] == pytest.approx(saved[key], abs=1e-6), key
+    assert (out / "scores.csv").read_text() == (run / "scores.csv").read_text()
+
+
+def test_a_run_folder_is_never_reused(tmp_path: Path) -> None:
+    data = tiny_dataset(tmp_path / "tiny")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds a run; resume it with ckpt_path=last"):
+        train(hydra_job("train", [*data, *TINY_FFP], run, tmp_path))
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        evaluate(hydra_job("eval", [*data, "model=copy_last"], run, tmp_path))
+
+
+def test_copy_last_needs_no_checkpoint_and_trained_models_do(tmp_path: Path) -> None:
+    data = tiny_dataset(tmp_path / "tiny")
+    metrics = evaluate(hydra_job("eval", [*data, "model=copy_last"], tmp_path / "a", tmp_path))
+    assert metrics["frames"] == 9
+    with pytest.raises(ConfigError, match="has trainable weights: pass ckpt_path="):
+        evaluate(hydra_job("eval", data, tmp_path / "b", tmp_path))
+    with pytest.raises(ConfigError, match="has no weights to train"):
+        train(hydra_job("train", [*data, "model=copy_last"], tmp_path / "c", tmp_path))
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path: Path) -> None:
+    cfg = hydra_job("train", ["dataset=ped2", "dataset.num_workers=0", *TINY_FFP], tmp_path / "run", tmp_path)
+    with pytest.raises(DataError, match=r"python -m vad\.prepare dataset=ped2 source=<download folder>"):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["model.loss.flwo=1"],
+            "unknown config key 'model.loss.flwo' (did you mean 'model.loss.flow'?); valid keys under 'model.loss': "
+            "adversarial, flow, gradient, intensity",
+        ),
+        (["model=ffpp"], "unknown choice 'ffpp' for model (did you mean 'ffp'?); valid choices: copy_last, ffp"),
+        (["-m", "dataset=ped2", "model.optim.lr=1"], "unknown config key 'model.optim.lr'"),
+        (["experiment=ffp_ped3"], "unknown choice 'ffp_ped3' for experiment (did you mean 'ffp_ped2'?)"),
+    ],
+)
+def test_typos_fail_at_compose_time_with_the_valid_choices(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_overrides("train", args)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_valid_overrides_and_sweeps_pass_the_check() -> None:
+    check_overrides("train", ["-m", "model.loss.flow=0,1,2", "model.loss.adversarial=0,0.05", "hydra.run.dir=x"])
+    check_overrides("train", ["experiment=ffp_ped2", "+tags=[a]", "--cfg", "job"])
+
+
+def test_cli_typo_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vad.train", "model.loss.flwo=1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: unknown config key 'model.loss.flwo'")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "logs").exists()

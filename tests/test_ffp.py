@@ -1,0 +1,186 @@
+"""The FFP LightningModule: flow-loss gradient, skipped terms, optimiser steps and schedule, checkpoint content."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vad import losses
+from vad.errors import ConfigError
+from vad.flow import FlowNet2SD, LucasKanade
+from vad.methods.base import NonFiniteLossError
+from vad.methods.ffp import FFP
+
+TINY_G = {"features": 4, "depth": 2}
+TINY_D = {"features": [4, 8, 8, 8]}
+
+
+def tiny_ffp(estimator: torch.nn.Module | None = None, **loss: float) -> FFP:
+    weights = {"intensity": 1.0, "gradient": 1.0, "flow": 0.0, "adversarial": 0.05} | loss
+    return FFP(
+        channels=1,
+        clip_len=3,
+        generator=TINY_G,
+        discriminator=TINY_D,
+        loss=weights,
+        optim={"lr_g": 1e-3, "lr_d": 1e-4, "milestones": [2]},
+        flow=estimator,
+    )
+
+
+def smooth_clip(n: int = 2, t: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """(n, t, 1, size, size) in [-1, 1]: a smooth blob moving right by 1 px per frame."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    frames = np.zeros((n, t, 1, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(10, size - 10, 2)
+        for k in range(t):
+            frames[i, k, 0] = np.exp(-((yy - cy) ** 2 + (xx - cx - k) ** 2) / 20.0) * 1.6 - 0.8
+    return torch.from_numpy(frames)
+
+
+class CountCalls:
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        module.register_forward_hook(self)
+
+    def __call__(self, *args: object) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("estimator", [LucasKanade, FlowNet2SD])
+def test_flow_loss_gradient_reaches_the_prediction_not_the_flow_net(estimator: type) -> None:
+    torch.manual_seed(0)
+    flow = estimator()
+    model = tiny_ffp(flow, intensity=0.0, gradient=0.0, adversarial=0.0, flow=1.0)
+    frames = smooth_clip(size=64)
+    inputs, last, target = model.split_clip(frames)
+    prediction = model.generator(inputs)
+    prediction.retain_grad()
+    terms = model.generator_terms(prediction, target, last)
+    assert set(terms) == {"flow"}
+    terms["flow"].backward()
+    assert prediction.grad is not None and prediction.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generator.parameters())
+    assert all(p.grad is None for p in flow.parameters())
+
+
+def test_flow_is_frozen_and_outside_the_module_tree() -> None:
+    flow = FlowNet2SD()
+    model = tiny_ffp(flow, flow=2.0)
+    assert not any(k.startswith("_flow") or "flow" in k for k in model.state_dict())
+    assert all(not p.requires_grad for p in flow.parameters())
+    model.train()
+    assert not flow.training
+    model.to(torch.float64)
+    assert next(flow.parameters()).dtype == torch.float64
+
+
+def test_flow_weight_needs_an_estimator() -> None:
+    with pytest.raises(ConfigError, match="model.loss.flow=2.0 needs a flow estimator: choose flow=lk"):
+        tiny_ffp(None, flow=2.0)
+    with pytest.raises(ConfigError, match=r"unknown term\(s\) \['flwo'\]"):
+        tiny_ffp(None, flwo=1.0)
+
+
+class ClipSet(Dataset):
+    def __init__(self, n: int, size: int = 32) -> None:
+        self.frames = smooth_clip(n=n, size=size)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"frames": self.frames[i], "video": "01", "video_id": 0, "index": i + 2, "label": 0}
+
+
+def fit(model: FFP, steps: int, tmp_path: Path, size: int = 32) -> L.Trainer:
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, DataLoader(ClipSet(8, size), batch_size=2))
+    return trainer
+
+
+def test_training_steps_flow_net_unchanged_and_iterations_counted(tmp_path: Path) -> None:
+    flow = FlowNet2SD()
+    before = copy.deepcopy(flow.state_dict())
+    model = tiny_ffp(flow, flow=2.0)
+    generator_before = copy.deepcopy(model.generator.state_dict())
+    trainer = fit(model, steps=3, tmp_path=tmp_path, size=64)
+    for key, value in flow.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in flow.parameters())
+    assert any(not torch.equal(v, generator_before[k]) for k, v in model.generator.state_dict().items())
+    # global_step counts iterations: the discriminator's step does not advance it.
+    assert trainer.global_step == 3
+    opt_g, opt_d = trainer.optimizers
+    assert all(int(s["step"]) == 3 for s in opt_g.state.values())
+    assert all(int(s["step"]) == 3 for s in opt_d.state.values())
+    # milestones [2]: both learning rates divided by 10 after 2 iterations.
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(1e-5)
+    logged = trainer.logged_metrics
+    assert {"train/loss_intensity", "train/loss_gradient", "train/loss_flow", "train/loss_adversarial"} <= set(logged)
+    assert {"train/loss_g", "train/loss_d"} <= set(logged)
+
+
+def test_zero_weights_skip_their_computation(tmp_path: Path) -> None:
+    flow = LucasKanade()
+    counter = CountCalls(flow)
+    model = tiny_ffp(flow, flow=0.0, adversarial=0.0)
+    assert model.discriminator is None
+    trainer = fit(model, steps=2, tmp_path=tmp_path)
+    assert counter.calls == 0
+    assert len(trainer.optimizers) == 1
+    assert "train/loss_flow" not in trainer.logged_metrics
+    assert "train/loss_adversarial" not in trainer.logged_metrics
+    # with the weight on, the estimator runs twice per step (target flow and prediction flow)
+    model = tiny_ffp(flow, flow=1.0, adversarial=0.0)
+    fit(model, steps=2, tmp_path=tmp_path)
+    assert counter.calls == 4
+
+
+def test_discriminator_gradient_is_its_own_loss_only(tmp_path: Path) -> None:
+    """D's gradient in its step is that of the D loss alone (ref bug: G's adversarial gradient leaked into D)."""
+    torch.manual_seed(0)
+    model = tiny_ffp(None, adversarial=1.0)
+    start = copy.deepcopy(model)
+    frames = ClipSet(2).frames  # the one batch fit() trains on (batch_size 2, no shuffling)
+    inputs, _, target = start.split_clip(frames)
+    d_loss = losses.lsgan_discriminator_loss(start.discriminator(target), start.discriminator(start.generator(inputs)))
+    expected = torch.autograd.grad(d_loss, list(start.discriminator.parameters()))
+    fit(model, steps=1, tmp_path=tmp_path)
+    for p, g in zip(model.discriminator.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
+
+
+def test_non_finite_loss_names_the_term_and_step() -> None:
+    model = tiny_ffp(None)
+    with pytest.raises(NonFiniteLossError, match=r"loss term 'gradient' is nan at step 0"):
+        model.weighted_sum({"intensity": torch.tensor(1.0), "gradient": torch.tensor(float("nan"))})
+
+
+def test_test_signals_are_psnr_of_the_prediction() -> None:
+    model = tiny_ffp(None).eval()
+    frames = smooth_clip()
+    with torch.no_grad():
+        signals = model.frame_signals({"frames": frames})
+        prediction = model.predict_next(frames)
+    torch.testing.assert_close(signals["psnr"], losses.psnr(prediction, frames[:, -1]))
+    images = model.sample_images({"frames": frames})
+    assert set(images) == {"input", "prediction", "target"}
+    torch.testing.assert_close(images["input"], frames[:, -2])
