@@ -98,3 +98,40 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     dtype = torch.promote_types(pred.dtype, torch.float32)
     mse = ((pred.to(dtype) - target.to(dtype)) / 2).square().flatten(1).mean(dim=1)
     return psnr_from_mse(mse)
+
+
+def compactness_loss(queries: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """MNAD feature compactness L_compact = mean((q_k - p_k)^2) over every query and channel; (K, C) -> scalar.
+
+    q_k the L2-normalised queries, p_k the memory item nearest to each (no gradient). The paper writes a sum of
+    squared distances; the reference code (whose weights 0.1 / 0.01 the suite uses) takes the mean, as here.
+    """
+    _check_same_shape(queries, positives, "queries and positives")
+    return (queries - positives).square().mean()
+
+
+def separateness_loss(
+    queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, margin: float = 1.0
+) -> torch.Tensor:
+    """MNAD feature separateness: mean_k max(0, ||q_k - p_k|| - ||q_k - n_k|| + margin); (K, C) each -> scalar.
+
+    A triplet loss with the query as anchor, its nearest item p_k as positive and its second-nearest item n_k as
+    negative; distances are Euclidean, computed as ``F.pairwise_distance`` (1e-6 added to each difference).
+    """
+    _check_same_shape(queries, positives, "queries and positives")
+    _check_same_shape(queries, negatives, "queries and negatives")
+    return F.triplet_margin_loss(queries, positives, negatives, margin=margin)
+
+
+def weighted_regular_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MNAD's test-time gate: (N, C, H, W) images in [-1, 1] -> (N,) weighted squared error on the [0, 1] scale.
+
+    With e = ((P - G) / 2)^2 elementwise and w = 1 - exp(-e): score_n = sum(w e) / sum(w) over the sample's elements,
+    so large errors dominate. This is the reference code's form (squared errors), against which its thresholds
+    0.01 / 0.015 were set; a perfect prediction (all e = 0) scores 0. Computed in at least float32.
+    """
+    _check_same_shape(pred, target, "pred and target")
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    error = ((pred.to(dtype) - target.to(dtype)) / 2).square().flatten(1)
+    weight = 1 - torch.exp(-error)
+    return (weight * error).sum(dim=1) / weight.sum(dim=1).clamp_min(torch.finfo(dtype).tiny)

@@ -6,6 +6,9 @@ A method subclasses :class:`VADModule`, builds its nets and optimisers, and impl
 - ``frame_signals(batch) -> {name: (N,) tensor}``: the per-frame signals of a test batch (e.g. ``psnr``);
 - ``sample_images(batch) -> {"input", "prediction", "target"}``: (N, C, H, W) in [-1, 1] for the sample grid.
 
+and, when its state evolves during the test (MNAD's memory), ``on_test_video_start(video_id)`` and
+``test_signals(batch)``: the test loop hands over each batch one video at a time, in frame order.
+
 Everything else lives here once: the per-iteration learning-rate schedule, loss logging, validation on held-out
 normal videos, the test loop that collects every test frame's signals exactly once (also under DDP), and the
 scoring protocol (``vad.scoring``) that turns them into metrics. No method needs ``if method == ...`` branches here.
@@ -13,6 +16,7 @@ scoring protocol (``vad.scoring``) that turns them into metrics. No method needs
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,14 +28,14 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 
 from vad import scoring
-from vad.errors import ConfigError
+from vad.errors import ConfigError, VadError
 
 
 #: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
 CONFIG_KEY = "vad_config"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(VadError, RuntimeError):
     """A loss became NaN or infinite; training stops (after a checkpoint is saved) with this message."""
 
 
@@ -50,6 +54,19 @@ def _uncounted(optimizer: LightningOptimizer) -> Iterator[None]:
         yield
     finally:
         optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+def split_by_video(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs of consecutive items of one video in a collated batch (``video_id`` (B,)), in batch order.
+
+    Every tensor or list entry is sliced along its first dimension; a batch of one video comes back whole.
+    """
+    ids = batch["video_id"]
+    cuts = (torch.nonzero(ids[1:] != ids[:-1]).flatten() + 1).tolist()
+    if not cuts:
+        return [dict(batch)]
+    bounds = [0, *cuts, len(ids)]
+    return [{k: v[a:b] for k, v in batch.items()} for a, b in itertools.pairwise(bounds)]
 
 
 class VADModule(L.LightningModule):
@@ -90,9 +107,11 @@ class VADModule(L.LightningModule):
         self.grad_clip = grad_clip
         self._test_records: list[dict[str, np.ndarray]] = []
         self._samples: dict[str, torch.Tensor] | None = None
+        self._test_video: int | None = None
         self.test_result: scoring.ProtocolResult | None = None
         self.test_samples: dict[str, np.ndarray] | None = None
         self.run_config: dict[str, Any] | None = None
+        self._schedulers_at: int | None = None  # global_step the step-interval schedulers were last stepped for
 
     # ------------------------------------------------------------------ methods implement these
     def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -103,25 +122,52 @@ class VADModule(L.LightningModule):
         """Images for the sample grid: ``input`` (last input frame), ``prediction``, ``target``, each (N, C, H, W)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ methods with test-time state override these
+    def on_test_video_start(self, video_id: int) -> None:
+        """Called by the test loop before the first frame of each test video, in test order; a no-op by default."""
+
+    def test_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-frame signals of a test batch holding frames of ONE video, in frame order; default :meth:`frame_signals`.
+
+        A method whose state evolves during the test (MNAD's memory updates) overrides this; validation keeps using
+        the stateless :meth:`frame_signals`.
+        """
+        return self.frame_signals(batch)
+
     # ------------------------------------------------------------------ training helpers
     def weight(self, term: str) -> float:
         """The configured weight of a loss term (0 when absent)."""
         return self.loss_weights.get(term, 0.0)
 
-    def check_finite(self, terms: Mapping[str, torch.Tensor]) -> None:
-        """Raise NonFiniteLossError naming the step and the first non-finite term."""
+    def check_finite(self, terms: Mapping[str, torch.Tensor], total: torch.Tensor | None = None) -> None:
+        """Raise NonFiniteLossError naming the step and the first non-finite term.
+
+        With ``total`` given only that one value is checked (one device sync per step); the terms are inspected only
+        when it is not finite. Under DDP the ranks decide together, so all of them stop at the same step (a rank that
+        stopped alone would leave the others waiting in the gradient all-reduce).
+        """
+        checked = [total] if total is not None else list(terms.values())
+        finite = all(bool(torch.isfinite(v.detach()).all()) for v in checked)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return
+        advice = "lower the learning rate or the term's weight (model.loss / model.optim), or set model.grad_clip"
         for name, value in terms.items():
             if not torch.isfinite(value.detach()).all():
                 raise NonFiniteLossError(
-                    f"loss term '{name}' is {value.item()} at step {self.global_step} "
-                    f"(batch {self.trainer.fit_loop.total_batch_idx if self._trainer else '?'}); "
-                    "lower the learning rate or the term's weight (model.loss / model.optim), or enable model.grad_clip"
+                    f"loss term '{name}' is {value.detach().float().mean().item()} at step {self.global_step}; {advice}"
                 )
+        raise NonFiniteLossError(
+            f"the weighted loss is not finite at step {self.global_step} (a non-finite weight in model.loss, or a "
+            f"term on another rank); {advice}"
+        )
 
     def weighted_sum(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """sum_k w_k * L_k over the computed terms, after checking that every term is finite."""
-        self.check_finite(terms)
-        return sum(self.weight(name) * value for name, value in terms.items())  # type: ignore[return-value]
+        """sum_k w_k * L_k over the computed terms; raises NonFiniteLossError if any term is not finite."""
+        total = sum(self.weight(name) * value for name, value in terms.items())
+        self.check_finite(terms, total)  # type: ignore[arg-type]
+        return total  # type: ignore[return-value]
 
     def optimise(self, optimizer: LightningOptimizer, loss: torch.Tensor, *, counts_as_step: bool = True) -> None:
         """zero_grad -> backward -> optional clipping -> step, for one optimiser of a manual-optimisation method.
@@ -150,12 +196,20 @@ class VADModule(L.LightningModule):
             **kwargs,
         )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Lightning does not step schedulers in manual optimisation; step-interval ones are stepped here per
-        # iteration, epoch-interval ones in on_train_epoch_end, so every method gets the same behaviour.
+    def _step_schedulers(self) -> bool:
+        """Step the step-interval schedulers once for the current iteration; False if already done."""
+        if self._schedulers_at == self.global_step:
+            return False
+        self._schedulers_at = self.global_step
         for config in self.trainer.lr_scheduler_configs:
             if config.interval == "step":
                 config.scheduler.step()
+        return True
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning does not step schedulers in manual optimisation; step-interval ones are stepped here per
+        # iteration, epoch-interval ones in on_train_epoch_end, so every method gets the same behaviour.
+        self._step_schedulers()
 
     def on_train_epoch_end(self) -> None:
         for config in self.trainer.lr_scheduler_configs:
@@ -166,6 +220,10 @@ class VADModule(L.LightningModule):
         # The composed config travels with the weights so `vad.evaluate ckpt_path=...` rebuilds the same run.
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config
+        # A periodic checkpoint is saved by a callback's on_train_batch_end, before this module's: the iteration's
+        # scheduler step is taken now and recorded, or a resumed run would stay one step behind.
+        if "lr_schedulers" in checkpoint and self.trainer.training and self._step_schedulers():
+            checkpoint["lr_schedulers"] = [c.scheduler.state_dict() for c in self.trainer.lr_scheduler_configs]
 
     # ------------------------------------------------------------------ validation: held-out normal videos
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -178,26 +236,38 @@ class VADModule(L.LightningModule):
         self._test_records = []
         self._samples = None
         self.test_result = None
+        self._test_video = None
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        signals = self.frame_signals(batch)
-        record = {
-            "video_id": batch["video_id"].detach().cpu().numpy().astype(np.int64),
-            "index": batch["index"].detach().cpu().numpy().astype(np.int64),
-        }
-        for name, value in signals.items():
-            record[name] = value.detach().float().cpu().numpy()
-        self._test_records.append(record)
-        if self._samples is None:
-            self._samples = {k: v.detach().float().cpu() for k, v in self.sample_images(batch).items()}
+        # A batch may span a video boundary: each video's run of frames is handled on its own, after the
+        # on_test_video_start of its video, so per-video state never leaks across the boundary.
+        for part in split_by_video(batch):
+            video_id = int(part["video_id"][0])
+            if video_id != self._test_video:
+                self._test_video = video_id
+                self.on_test_video_start(video_id)
+            signals = self.test_signals(part)
+            record = {
+                "video_id": part["video_id"].detach().cpu().numpy().astype(np.int64),
+                "index": part["index"].detach().cpu().numpy().astype(np.int64),
+            }
+            for name, value in signals.items():
+                record[name] = value.detach().float().cpu().numpy()
+            self._test_records.append(record)
+            if self._samples is None:
+                self._samples = {k: v.detach().float().cpu() for k, v in self.sample_images(part).items()}
 
     def _gather_records(self) -> dict[str, np.ndarray]:
-        """Concatenate this rank's records and, under DDP, every rank's; duplicates (padding) removed."""
-        local = {k: np.concatenate([r[k] for r in self._test_records]) for k in self._test_records[0]}
+        """Concatenate this rank's records and, under DDP, every rank's (a rank may hold none); duplicates removed."""
+        records = self._test_records
+        local = {k: np.concatenate([r[k] for r in records]) for k in records[0]} if records else {}
         if self.trainer.world_size > 1:
             gathered: list[Any] = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, local)
-            local = {k: np.concatenate([g[k] for g in gathered]) for k in local}
+            parts = [g for g in gathered if g]
+            local = {k: np.concatenate([g[k] for g in parts]) for k in parts[0]} if parts else {}
+        if not local:
+            raise RuntimeError("the test split yielded no frames to score")
         # A distributed sampler pads the last batches with repeated items: keep the first of each (video, frame).
         key = local["video_id"] * (1 << 32) + local["index"]
         _, first = np.unique(key, return_index=True)
@@ -205,8 +275,6 @@ class VADModule(L.LightningModule):
         return {k: v[first] for k, v in local.items()}
 
     def on_test_epoch_end(self) -> None:
-        if not self._test_records:
-            raise RuntimeError("the test split yielded no frames to score")
         records = self._gather_records()
         datamodule = self.trainer.datamodule
         videos = datamodule.test_videos
