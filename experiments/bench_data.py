@@ -1,19 +1,23 @@
 """Training-clip throughput: the frame-cache datamodule against per-sample JPEG decoding and bare memmap slicing.
 
-Measures, side by side in one run, training clips per second of
+Measures, side by side in one run and for each channel setting (grey, as Ped1/Ped2 are configured, and RGB), training
+clips per second of
 
     (a) VideoDataModule.train_dataloader()  (cache built beforehand; its build time is reported separately)
-    (b) a DataLoader whose dataset reads and resizes the clip_len frame files of every sample (as the reference
-        ports do), with the same batch size, workers, shuffling and float conversion
-    (c) bare memory-map slicing: random clip starts sliced from the cached arrays, converted and stacked in a loop
+    (b) a DataLoader whose dataset decodes (cv2.imread, grey or colour) and resizes the clip_len frame files of every
+        sample, as the reference ports do, then converts them the same way; same batch size, workers and shuffling
+    (c) bare memory-map slicing: random clip starts sliced from the cached arrays, converted into one batch buffer
+        the same way, in a plain loop (no Dataset, no DataLoader)
     (d) as (c) but without the float conversion: the uint8 batches a loader would ship if the conversion to
         [-1, 1] ran on the GPU after the transfer (for reference; not what the datamodule does)
 
-Repeats are interleaved (a, b, c, a, b, c, ...) so that a noisy, shared machine hurts all three alike; the table
-holds the median over repeats. Results go to experiments/results/bench_data.md.
+Goals: (a) >= 20x (b) and (a) >= 0.8x (c). Rounds are interleaved (every method of every channel setting, then
+again): the methods of one round run within seconds of each other, under about the same load from the other users
+of a shared machine, so each ratio is the median over rounds of that round's ratio; tables hold median rates. The
+load average is recorded before and after. Results go to experiments/results/bench_data.md.
 
     python experiments/bench_data.py                          # the real Ped2 copy if present, else synthetic data
-    python experiments/bench_data.py --root ../shared/data/ped2 --seconds 5 --repeats 3
+    python experiments/bench_data.py --root ../shared/data/ped2 --channels 1 --seconds 5 --rounds 3
 """
 
 from __future__ import annotations
@@ -36,37 +40,54 @@ from torch.utils.data import DataLoader, Dataset
 
 from vad.data.clips import ClipDataset, clip_to_tensor, clips_to_tensor, collate_clips
 from vad.data.datamodule import VideoDataModule
-from vad.data.frames import read_image, resize
+from vad.data.frames import resize
 from vad.data.layout import KNOWN_DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PED2 = Path(os.environ.get("VAD_SHARED_DATA", REPO.parent / "shared" / "data")) / "ped2"
 RESULTS = REPO / "experiments" / "results" / "bench_data.md"
+GOAL_JPEG, GOAL_BARE = 20.0, 0.8
+LABELS = {
+    "a": "(a) VideoDataModule train loader",
+    "b": "(b) per-sample JPEG decode + resize",
+    "c": "(c) bare memmap slicing",
+    "d": "(d) bare memmap slicing, uint8 (no float conversion)",
+}
 
 
 class JpegClips(Dataset):
-    """The same clips as a ClipDataset, but every sample decodes and resizes its frame files (no cache)."""
+    """The same clips as a ClipDataset, but every sample decodes and resizes its frame files (no cache).
+
+    Decodes with cv2.imread straight to grey (IMREAD_GRAYSCALE decodes only the luma of a JPEG, the cheapest way to
+    a grey frame) or to BGR, reordered to RGB while the clip is made planar; the float conversion is the datasets'.
+    """
 
     def __init__(self, clips: ClipDataset, size: tuple[int, int], channels: int) -> None:
         self.clips = clips
         self.size = size
         self.channels = channels
+        self.flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
 
     def __len__(self) -> int:
         return len(self.clips)
 
+    def _decode(self, path: Path) -> np.ndarray:
+        frame = cv2.imread(str(path), self.flag)
+        return frame[:, :, None] if frame.ndim == 2 else frame
+
     def __getitem__(self, i: int) -> dict:
         video_id, start = self.clips.locate(i)
         files = self.clips.videos[video_id].source.images[start : start + self.clips.span : self.clips.frame_stride]
-        clip = np.stack([resize(read_image(path, self.channels), self.size) for path in files])
-        return {"frames": clip_to_tensor(clip), "video_id": video_id, "index": start + self.clips.span - 1}
+        clip = np.stack([resize(self._decode(path), self.size) for path in files])  # (T, H, W, C)
+        planar = clip.transpose(0, 3, 1, 2) if self.channels == 1 else clip.transpose(0, 3, 1, 2)[:, ::-1]
+        frames = clip_to_tensor(np.ascontiguousarray(planar))
+        return {"frames": frames, "video_id": video_id, "index": start + self.clips.span - 1}
 
 
 def bare_memmap_batches(clips: ClipDataset, batch_size: int, seed: int, as_float: bool) -> Iterator[torch.Tensor]:
     """Endless batches of random clips sliced straight from the cached arrays (no Dataset, no DataLoader).
 
-    ``as_float``: the datasets' float conversion (float32 (B, T, C, H, W) in [-1, 1]); else a uint8 (B, T, C, H, W)
-    view of channels-last frames, what a loader would ship if the conversion ran on the GPU after the transfer.
+    ``as_float``: the datasets' conversion (float32 (B, T, C, H, W) in [-1, 1]); else uint8 (B, T, C, H, W).
     """
     rng = np.random.default_rng(seed)
     arrays = [clips.frames(v) for v in range(len(clips.videos))]
@@ -77,7 +98,7 @@ def bare_memmap_batches(clips: ClipDataset, batch_size: int, seed: int, as_float
             v = usable[rng.integers(len(usable))]
             start = int(rng.integers(clips.clips_per_video[v]))
             batch.append(arrays[v][start : start + clips.span : clips.frame_stride])
-        yield clips_to_tensor(batch) if as_float else torch.from_numpy(np.stack(batch).transpose(0, 1, 4, 2, 3))
+        yield clips_to_tensor(batch) if as_float else torch.from_numpy(np.stack(batch))
 
 
 def endless(loader: DataLoader) -> Iterator:
@@ -107,17 +128,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores visible, {platform.system()} {platform.release()}"
 
 
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=None, help="dataset root (default: real Ped2, else synthetic)")
     parser.add_argument("--name", default=None, help="dataset name for the reader (default: from the root)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each measurement")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds of measurements")
     parser.add_argument("--size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"))
-    parser.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--channels", type=int, nargs="+", default=[1, 3], choices=(1, 3))
     parser.add_argument("--clip-len", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of (a) and (b)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads of this process")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -135,73 +162,109 @@ def dataset_root(args: argparse.Namespace, scratch: Path) -> tuple[Path, str, st
     return root, "synthetic", "synthetic set (vad.data.synthetic, seed 0, defaults), generated for this run"
 
 
+def methods_for(args: argparse.Namespace, root: Path, name: str, channels: int, scratch: Path) -> tuple[dict, dict]:
+    """The four batch sources of one channel setting, and facts about its cache build."""
+    size = (args.size[0], args.size[1])
+    dm = VideoDataModule(
+        name,
+        root,
+        image_size=size,
+        channels=channels,
+        clip_len=args.clip_len,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        cache_dir=scratch / "cache",
+    )
+    t0 = time.perf_counter()
+    dm.setup("fit")  # builds the training videos' cache entries: nothing cached yet in the scratch folder
+    build_s = time.perf_counter() - t0
+    train = dm.train_dataset
+    for v in range(len(train.videos)):
+        train.frames(v).max()  # map every page once: measure the steady state, not the first epoch's page faults
+    facts = {"build_s": build_s, "frames": sum(train.num_frames), "videos": len(train.videos), "clips": len(train)}
+    jpeg_loader = DataLoader(
+        JpegClips(train, size, channels),
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        num_workers=args.workers,
+        collate_fn=collate_clips,
+    )
+    methods: dict[str, Callable[[], Iterator]] = {
+        "a": lambda: endless(dm.train_dataloader()),
+        "b": lambda: endless(jpeg_loader),
+        "c": lambda: bare_memmap_batches(train, args.batch_size, 0, as_float=True),
+        "d": lambda: bare_memmap_batches(train, args.batch_size, 0, as_float=False),
+    }
+    return methods, facts
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    size = (args.size[0], args.size[1])
+    # One thread, as in every DataLoader worker (torch sets 1 there). With torch's default pool of one thread per
+    # core, (b)'s torch.stack of each batch took 10x longer whenever other processes kept the shared cores busy
+    # (its threads wait for each other), which measured the machine's load rather than the loaders.
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    channel_settings = list(dict.fromkeys(args.channels))
+    load_before = load_average()
+    print(f"load average (1 / 5 / 15 min) before: {load_before}")
     with tempfile.TemporaryDirectory(prefix="vad-bench-") as scratch:
         root, name, described = dataset_root(args, Path(scratch))
-        dm = VideoDataModule(
-            name,
-            root,
-            image_size=size,
-            channels=args.channels,
-            clip_len=args.clip_len,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            cache_dir=Path(scratch) / "cache",
+        methods, facts = {}, {}
+        for channels in channel_settings:
+            methods[channels], facts[channels] = methods_for(args, root, name, channels, Path(scratch))
+            f = facts[channels]
+            print(
+                f"{described}, {channels} channel(s): {f['videos']} training videos, {f['frames']} frames, "
+                f"{f['clips']} clips; cache build {f['build_s']:.1f} s ({f['frames'] / f['build_s']:.0f} frames/s)"
+            )
+        runs = {c: {key: [] for key in LABELS} for c in channel_settings}
+        for round_ in range(args.rounds):
+            for channels in channel_settings:
+                for key, make in methods[channels].items():
+                    wall, cpu = clips_per_second(make(), args.batch_size, args.seconds)
+                    runs[channels][key].append((wall, cpu))
+                    print(
+                        f"  {round_ + 1}/{args.rounds}  c{channels}  {LABELS[key]:<52} {wall:8.1f} clips/s "
+                        f"({cpu:.1f} per CPU s)",
+                        flush=True,
+                    )
+    load_after = load_average()
+    print(f"load average (1 / 5 / 15 min) after: {load_after}")
+    for channels in channel_settings:
+        print(
+            f"c{channels}: (a)/(b) = {ratio(runs[channels], 'b'):.1f}x (goal >= {GOAL_JPEG:g}x)    "
+            f"(a)/(c) = {ratio(runs[channels], 'c'):.2f}x (goal >= {GOAL_BARE:g}x)"
         )
-        t0 = time.perf_counter()
-        dm.setup("fit")  # builds the training videos' cache entries: nothing cached yet in the scratch folder
-        build_s = time.perf_counter() - t0
-        train = dm.train_dataset
-        frames = sum(train.num_frames)
-        print(f"{described}: {len(train.videos)} training videos, {frames} frames, {len(train)} clips")
-        print(f"cache build: {build_s:.1f} s ({frames / build_s:.0f} frames/s)")
-
-        jpeg_loader = DataLoader(
-            JpegClips(train, size, args.channels),
-            batch_size=args.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(0),
-            num_workers=args.workers,
-            collate_fn=collate_clips,
-        )
-        methods: dict[str, Callable[[], Iterator]] = {
-            "(a) VideoDataModule train loader": lambda: endless(dm.train_dataloader()),
-            "(b) per-sample JPEG decode + resize": lambda: endless(jpeg_loader),
-            "(c) bare memmap slicing": lambda: bare_memmap_batches(train, args.batch_size, 0, as_float=True),
-            "(d) bare memmap slicing, uint8 (no float conversion)": lambda: bare_memmap_batches(
-                train, args.batch_size, 0, as_float=False
-            ),
-        }
-        runs: dict[str, list[tuple[float, float]]] = {label: [] for label in methods}
-        for repeat in range(args.repeats):
-            for label, make in methods.items():
-                wall, cpu = clips_per_second(make(), args.batch_size, args.seconds)
-                runs[label].append((wall, cpu))
-                print(
-                    f"  {repeat + 1}/{args.repeats}  {label:<52} {wall:8.1f} clips/s ({cpu:.1f} per CPU s)", flush=True
-                )
-
-    wall = {label: statistics.median(r[0] for r in rates) for label, rates in runs.items()}
-    cpu = {label: statistics.median(r[1] for r in rates) for label, rates in runs.items()}
-    a, b, c, _ = wall.values()
-    print(f"(a)/(b) = {a / b:.1f}x (goal >= 20x)    (a)/(c) = {a / c:.2f}x (goal >= 0.8x)")
-    write_table(args, described, build_s, frames, runs, wall, cpu)
+    write_table(args, described, facts, runs, (load_before, load_after))
     print(f"wrote {args.out}")
+
+
+def medians(rates: dict[str, list[tuple[float, float]]]) -> tuple[dict[str, float], dict[str, float]]:
+    """(wall, cpu) clips/s medians over rounds, per method."""
+    wall = {key: statistics.median(r[0] for r in runs) for key, runs in rates.items()}
+    cpu = {key: statistics.median(r[1] for r in runs) for key, runs in rates.items()}
+    return wall, cpu
+
+
+def ratio(rates: dict[str, list[tuple[float, float]]], other: str, cpu: bool = False, of: str = "a") -> float:
+    """Median over rounds of ``of``'s rate over ``other``'s in the same round (wall clock, or per CPU second)."""
+    column = 1 if cpu else 0
+    return statistics.median(a[column] / o[column] for a, o in zip(rates[of], rates[other], strict=True))
+
+
+def verdict(ratio: float, goal: float) -> str:
+    return "meets the goal" if ratio >= goal else "misses the goal"
 
 
 def write_table(
     args: argparse.Namespace,
     described: str,
-    build_s: float,
-    frames: int,
-    runs: dict[str, list[tuple[float, float]]],
-    wall: dict[str, float],
-    cpu: dict[str, float],
+    facts: dict[int, dict],
+    runs: dict[int, dict[str, list[tuple[float, float]]]],
+    loads: tuple[str, str],
 ) -> None:
-    a, b, c, d = wall.values()
-    ca, cb, cc, _ = cpu.values()
     h, w = args.size
     lines = [
         "# Training-clip throughput of the data pipeline",
@@ -209,32 +272,51 @@ def write_table(
         f"Generated by `python {' '.join(['experiments/bench_data.py', *sys.argv[1:]])}` on "
         f"{datetime.date.today().isoformat()}.",
         "",
-        f"- Machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), "
-        f"numpy {np.__version__}, OpenCV {cv2.__version__}, Python {platform.python_version()}",
-        f"- Data: {described}; training split, {frames} frames",
-        f"- Clips: {h}x{w}, {args.channels} channels ({'RGB' if args.channels == 3 else 'grey'}), clip_len "
-        f"{args.clip_len}, stride 1, batch {args.batch_size}, {args.workers} DataLoader workers in (a) and (b); "
-        "float32 in [-1, 1]",
-        f"- Frame cache build (decode + resize + write, training videos): {build_s:.1f} s, {frames / build_s:.0f} "
-        "frames/s, reported apart from (a)",
-        f"- {args.repeats} interleaved repeats of {args.seconds:g} s each; medians shown, all repeats listed. "
-        "Clips per CPU second (this process, all its threads) is less sensitive to other load on a shared machine",
-        "",
-        "| loader | clips/s (median) | clips per CPU s (median) | clips/s of each repeat |",
-        "|---|---:|---:|---|",
-    ]
-    for label, rates in runs.items():
-        shown = ", ".join(f"{r[0]:.1f}" for r in rates)
-        lines.append(f"| {label} | {wall[label]:.1f} | {cpu[label]:.1f} | {shown} |")
-    lines += [
-        "",
-        f"(a)/(b) = **{a / b:.1f}x** (goal >= 20x; per CPU second {ca / cb:.1f}x); "
-        f"(a)/(c) = **{a / c:.2f}x** (goal >= 0.8x; per CPU second {ca / cc:.2f}x).",
-        "",
-        f"(c) bounds (a): slicing the cache costs little, the conversion to float32 [-1, 1] (a 4x larger array "
-        f"written per clip) is most of it. Shipping uint8 and converting on the GPU, (d), would be {d / b:.0f}x (b).",
+        f"- Machine: {machine()}, shared with other users (load average 1 / 5 / 15 min before the run {loads[0]}, "
+        f"after {loads[1]}); torch {torch.__version__}, numpy {np.__version__}, OpenCV {cv2.__version__}, "
+        f"Python {platform.python_version()}; {args.threads} torch and OpenCV thread(s) (`--threads`)",
+        f"- Data: {described}; training split",
+        f"- Clips: {h}x{w}, clip_len {args.clip_len}, stride 1, batch {args.batch_size}, {args.workers} DataLoader "
+        "workers in (a) and (b); items float32 (T, C, H, W) in [-1, 1]",
+        f"- {args.rounds} interleaved rounds of {args.seconds:g} s per method; median rates shown, every round "
+        "listed; each ratio is the median over rounds of the ratio within a round (the methods of a round run within "
+        "seconds of each other). Clips per CPU second (this process, all its threads) is less sensitive to other "
+        "load on a shared machine",
         "",
     ]
+    sections, summary = [], []
+    for channels, rates in runs.items():
+        f = facts[channels]
+        wall, cpu = medians(rates)
+        kind = "RGB" if channels == 3 else "grey"
+        sections += [
+            f"## {channels} channel{'s' if channels > 1 else ''} ({kind})",
+            "",
+            f"{f['videos']} training videos, {f['frames']} frames, {f['clips']} clips. Frame cache build (decode + "
+            f"resize + write): {f['build_s']:.1f} s, {f['frames'] / f['build_s']:.0f} frames/s, apart from (a).",
+            "",
+            "| loader | clips/s (median) | clips per CPU s (median) | clips/s of each round |",
+            "|---|---:|---:|---|",
+        ]
+        for key, label in LABELS.items():
+            shown = ", ".join(f"{r[0]:.1f}" for r in rates[key])
+            sections.append(f"| {label} | {wall[key]:.1f} | {cpu[key]:.1f} | {shown} |")
+        jpeg, bare = ratio(rates, "b"), ratio(rates, "c")
+        sections += [
+            "",
+            f"(a)/(b) = **{jpeg:.1f}x** (goal >= {GOAL_JPEG:g}x; per CPU second {ratio(rates, 'b', cpu=True):.1f}x); "
+            f"(a)/(c) = **{bare:.2f}x** (goal >= {GOAL_BARE:g}x; per CPU second {ratio(rates, 'c', cpu=True):.2f}x). "
+            f"Bare slicing to the same float32 items, (c), bounds (a): it is {ratio(rates, 'b', of='c'):.1f}x (b); "
+            f"the float conversion is {1 - wall['c'] / wall['d']:.0%} of its time per clip ((c) against (d)). "
+            f"Shipping uint8 and converting on the GPU, (d), would be {ratio(rates, 'b', of='d'):.0f}x (b).",
+            "",
+        ]
+        summary.append(
+            f"- {channels} channel{'s' if channels > 1 else ''} ({kind}): {jpeg:.1f}x the per-clip JPEG loader "
+            f"{verdict(jpeg, GOAL_JPEG)} of {GOAL_JPEG:g}x; {bare:.2f}x bare slicing {verdict(bare, GOAL_BARE)} of "
+            f"{GOAL_BARE:g}x."
+        )
+    lines += ["## Goals", "", *summary, "", *sections]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from vad.data import cache as cache_module
 from vad.data.cache import FrameCache
 from vad.data.frames import read_image, resize
 from vad.data.index import FrameSource, Video
@@ -57,9 +58,9 @@ def test_build_decodes_each_video_once_and_load_matches_the_source(tmp_path: Pat
     frames = cache.load(two_videos[0], "toy")
     assert isinstance(frames, np.memmap)
     assert frames.dtype == np.uint8
-    assert frames.shape == (5, 8, 10, 3)
+    assert frames.shape == (5, 3, 8, 10)  # planar
     expected = np.stack([resize(read_image(p, 3), (8, 10)) for p in two_videos[0].source.images])
-    np.testing.assert_array_equal(frames, expected)
+    np.testing.assert_array_equal(frames, expected.transpose(0, 3, 1, 2))
     key = cache.key(two_videos[0])
     assert cache.path(two_videos[0], "toy") == tmp_path / "cache" / "toy" / "8x10-c3-linear" / f"a-{key}.npy"
 
@@ -93,7 +94,7 @@ def test_modified_source_is_rebuilt_and_the_stale_entry_removed(tmp_path: Path, 
     new = fresh.path(two_videos[0], "toy")
     assert new != old
     assert not old.exists()
-    np.testing.assert_array_equal(fresh.load(two_videos[0], "toy")[2], changed)
+    np.testing.assert_array_equal(fresh.load(two_videos[0], "toy")[2], changed.transpose(2, 0, 1))
     names = files_under(tmp_path / "cache")
     assert names == sorted(
         [
@@ -101,6 +102,22 @@ def test_modified_source_is_rebuilt_and_the_stale_entry_removed(tmp_path: Path, 
             str(fresh.path(two_videos[1], "toy").relative_to(tmp_path / "cache")),
         ]
     )
+
+
+def test_entries_of_an_older_format_version_are_rebuilt_and_removed(
+    tmp_path: Path, two_videos: list[Video], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = FrameCache(tmp_path / "cache", image_size=(8, 10))
+    monkeypatch.setattr(cache_module, "FORMAT_VERSION", cache_module.FORMAT_VERSION - 1)
+    old = FrameCache(tmp_path / "cache", image_size=(8, 10))
+    old.build(two_videos[:1], "toy", progress=False)
+    old_path = old.path(two_videos[0], "toy")
+    monkeypatch.undo()
+
+    assert cache.path(two_videos[0], "toy") != old_path
+    assert cache.build(two_videos[:1], "toy", progress=False) == ["a"]
+    assert not old_path.exists()
+    assert files_under(tmp_path / "cache") == [str(cache.path(two_videos[0], "toy").relative_to(tmp_path / "cache"))]
 
 
 def test_grey_and_colour(tmp_path: Path) -> None:
@@ -111,9 +128,9 @@ def test_grey_and_colour(tmp_path: Path) -> None:
     grey = FrameCache(tmp_path / "cache", (6, 6), channels=1)
     colour.build([video], "toy", progress=False)
     grey.build([video], "toy", progress=False)
-    np.testing.assert_array_equal(colour.load(video, "toy")[0, 0, 0], [255, 0, 0])  # RGB order
+    np.testing.assert_array_equal(colour.load(video, "toy")[0, :, 0, 0], [255, 0, 0])  # RGB planes in order
     g = grey.load(video, "toy")
-    assert g.shape == (2, 6, 6, 1)
+    assert g.shape == (2, 1, 6, 6)
     assert int(g[0, 0, 0, 0]) == int(cv2.cvtColor(red[:, :, ::-1].copy(), cv2.COLOR_BGR2GRAY)[0, 0]) == 76
 
 
@@ -128,7 +145,7 @@ def test_mixed_frame_sizes_warn_once_naming_the_video(tmp_path: Path) -> None:
     assert len(messages) == 1
     assert "'mixed'" in messages[0]
     assert "resized to 10x10" in messages[0]
-    np.testing.assert_array_equal(cache.load(video, "toy")[:, 5, 5, 0], [50, 60, 70])
+    np.testing.assert_array_equal(cache.load(video, "toy")[:, 0, 5, 5], [50, 60, 70])
 
 
 def test_corrupt_frame_names_the_file_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -165,7 +182,7 @@ def test_two_processes_building_the_same_video_both_end_with_a_valid_file(tmp_pa
     results = [out.get(timeout=5) for _ in procs]
     assert ["v"] in results  # at least one decoded it; the other decoded it too or found it done
     cache = FrameCache(tmp_path / "cache", (48, 64))
-    expected = np.stack([read_image(p, 3) for p in video.source.images])
+    expected = np.stack([read_image(p, 3) for p in video.source.images]).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(cache.load(video, "toy"), expected)
     assert files_under(tmp_path / "cache") == [str(cache.path(video, "toy").relative_to(tmp_path / "cache"))]
 

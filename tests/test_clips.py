@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import default_collate
 
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset, TestClipDataset, clip_to_tensor, collate_clips
+from vad.data.clips import ClipDataset, TestClipDataset, clip_to_tensor, clips_to_tensor, collate_clips
 from vad.data.index import FrameSource, Video
 from vad.errors import DataError
 
@@ -72,11 +72,23 @@ def test_every_clip_once_with_exact_targets_and_pixels(tmp_path: Path, clip_len:
         data[len(data)]
 
 
-def test_pixel_range_is_minus_one_to_one() -> None:
-    clip = np.array([0, 255, 128], dtype=np.uint8).reshape(3, 1, 1, 1)
+def test_every_uint8_value_maps_to_value_over_127_5_minus_one() -> None:
+    levels = np.arange(256, dtype=np.uint8)
+    clip = np.stack([levels.reshape(2, 8, 16), levels[::-1].reshape(2, 8, 16)])  # (T=2, C=2, H=8, W=16)
     out = clip_to_tensor(clip)
-    assert out.shape == (3, 1, 1, 1)
-    assert out.flatten().tolist() == [-1.0, 1.0, pytest.approx(128 / 127.5 - 1, abs=1e-6)]
+    assert out.dtype == torch.float32
+    assert out.shape == (2, 2, 8, 16)
+    values = out.numpy()
+    assert np.abs(values - (clip.astype(np.float64) / 127.5 - 1.0)).max() <= 2**-23  # float32 rounding, ~1.2e-7
+    assert values.ravel()[[0, 255, 256]].tolist() == [-1.0, 1.0, 1.0]  # the ends exactly: nothing leaves [-1, 1]
+    np.testing.assert_array_equal(values[1], -values[0])  # 255 - v maps to minus the value of v
+
+
+def test_clips_of_different_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"clip 1 is uint8 \(2, 1, 4, 4\)"):
+        clips_to_tensor([np.zeros((3, 1, 4, 4), np.uint8), np.zeros((2, 1, 4, 4), np.uint8)])
+    with pytest.raises(ValueError, match="clip 0 is float32"):
+        clips_to_tensor([np.zeros((3, 1, 4, 4), np.float32)])
 
 
 def test_batched_items_are_collated_without_a_copy(tmp_path: Path) -> None:
@@ -97,10 +109,19 @@ def test_batched_items_are_collated_without_a_copy(tmp_path: Path) -> None:
     assert batch["index"].tolist() == [7, 2, 7, 2]
     assert batch["index"].dtype == torch.int64
 
+    swapped = collate_clips(items[::-1])  # rows of the buffer, but not in order: stacked in the given order
+    assert torch.equal(swapped["frames"], expected.flip(0))
+    assert swapped["frames"].data_ptr() != items[0]["frames"].data_ptr()
+
     fallback = collate_clips(singles)  # separate tensors: stacked
     assert torch.equal(fallback["frames"], expected)
     assert fallback["frames"].data_ptr() != singles[0]["frames"].data_ptr()
-    assert torch.equal(default_collate(items)["frames"], expected)  # a plain DataLoader works too
+    reference = default_collate(items)  # a plain DataLoader works too, and gives the same batch
+    assert torch.equal(reference["frames"], expected)
+    assert reference["video"] == batch["video"]
+    for key in ("video_id", "index", "label"):
+        assert batch[key].dtype == reference[key].dtype == torch.int64
+        assert torch.equal(batch[key], reference[key])
 
 
 def test_test_dataset_labels_and_clip_len_one_keeps_every_frame(tmp_path: Path) -> None:

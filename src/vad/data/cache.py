@@ -3,7 +3,10 @@
 Clip datasets slice these arrays through read-only memory maps, so loader workers never decode an image.
 
     <cache_dir>/<dataset_name>/<H>x<W>-c<C>-<interpolation>/
-        <video>-<key12>.npy        uint8 (N, H, W, C), RGB for C = 3
+        <video>-<key12>.npy        uint8 (N, C, H, W), planar; channels R, G, B for C = 3
+
+Frames are stored planar (channels first) because that is the layout of the clips the models take: a clip slice
+``array[start:stop]`` is already (T, C, H, W), so turning it into float needs no transposition.
 
 ``dataset_name`` is a folder in which video names are unique, such as ``ped2/training`` (training and test videos
 of a dataset share names like ``01``, so they need one folder each).
@@ -13,7 +16,7 @@ channel count, the interpolation and :data:`FORMAT_VERSION`: touching a frame gi
 stale file of that video is removed. Each working format has its own folder, so caches at two sizes coexist.
 
     cache = FrameCache(".cache/frames", image_size=(256, 256), channels=3)
-    cache.build(index.test, "ped2/testing"); frames = cache.load(index.test[0], "ped2/testing")  # (N, H, W, C)
+    cache.build(index.test, "ped2/testing"); frames = cache.load(index.test[0], "ped2/testing")  # (N, C, H, W)
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from vad.data.frames import INTERPOLATIONS, iter_frames, resize
 from vad.data.index import FrameSource, Video
 from vad.errors import DataError
 
-# Bump when the stored content changes meaning (colour order, resizing method, dtype): every entry is rebuilt.
-FORMAT_VERSION = 1
+# Bump when the stored content changes meaning (layout, colour order, resizing method, dtype): every entry is rebuilt.
+# 2: planar (N, C, H, W) instead of channels-last (N, H, W, C).
+FORMAT_VERSION = 2
 
 
 class FrameCache:
-    """Decoded, resized uint8 frames of whole videos, one ``.npy`` per video, read through memory maps.
+    """Decoded, resized uint8 frames of whole videos, one planar (N, C, H, W) ``.npy`` per video, read through
+    memory maps.
 
     ``image_size`` = (height, width) of the stored frames; ``channels`` 1 (grey) or 3 (RGB); ``interpolation`` one of
     ``nearest``, ``linear``, ``area``, ``cubic`` (OpenCV's). Holds no open files, so it pickles cheaply.
@@ -111,7 +116,7 @@ class FrameCache:
         return [video.name for video, _ in todo]
 
     def load(self, video: Video, dataset_name: str) -> np.ndarray:
-        """The cached frames of ``video``: a read-only memmap uint8 (N, H, W, C). Raises DataError if not built."""
+        """The cached frames of ``video``: a read-only memmap uint8 (N, C, H, W). Raises DataError if not built."""
         return open_frames(self.path(video, dataset_name), video.name)
 
     def _folder(self, dataset_name: str) -> Path:
@@ -125,7 +130,7 @@ class FrameCache:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, h, w, self.channels))
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, self.channels, h, w))
             first_shape = None
             warned = False
             n = 0
@@ -142,7 +147,7 @@ class FrameCache:
                         stacklevel=3,
                     )
                     warned = True
-                out[n] = resize(frame, self.image_size, self.interpolation)
+                out[n] = resize(frame, self.image_size, self.interpolation).transpose(2, 0, 1)
                 n += 1
                 bar.update(1)
             if n != count:
@@ -155,7 +160,9 @@ class FrameCache:
 
 
 def open_frames(path: Path, video_name: str = "") -> np.ndarray:
-    """Memory-map one cache entry read-only: uint8 (N, H, W, C)."""
+    """Memory-map one cache entry read-only: uint8 (N, C, H, W)."""
+    # Read-only keeps a stray write from reaching the cache; clips are converted out of the map into float buffers
+    # and never wrapped by torch.from_numpy, which would warn that the array is not writable.
     try:
         return np.load(path, mmap_mode="r")
     except FileNotFoundError:
