@@ -184,3 +184,15 @@ def test_test_signals_are_psnr_of_the_prediction() -> None:
     images = model.sample_images({"frames": frames})
     assert set(images) == {"input", "prediction", "target"}
     torch.testing.assert_close(images["input"], frames[:, -2])
+
+
+def test_channels_last_changes_the_layout_not_the_numbers() -> None:
+    torch.manual_seed(0)
+    model = tiny_ffp(LucasKanade(), flow=1.0).eval()
+    frames = smooth_clip()
+    with torch.no_grad():
+        reference = model.frame_signals({"frames": frames})["psnr"]
+        model.setup("test")
+        conv = next(m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(model.frame_signals({"frames": frames})["psnr"], reference, rtol=1e-4, atol=1e-4)

@@ -78,6 +78,9 @@ class VADModule(L.LightningModule):
         loss: flat mapping term -> weight; a 0 weight skips the term, every computed term is logged unweighted.
         score: signed fusion weights of the per-frame signals (see ``vad.scoring.fuse``).
         grad_clip: max gradient norm applied to every optimiser step, or None.
+        channels_last: keep the nets' 4-D weights in channels-last memory format, so convolutions run NHWC (faster
+            with oneDNN on CPU and with tensor cores on GPU). A method whose nets reshape feature maps with ``view``
+            leaves it off.
     """
 
     #: names of the per-frame signals :meth:`frame_signals` returns
@@ -93,9 +96,11 @@ class VADModule(L.LightningModule):
         loss: Mapping[str, float],
         score: Mapping[str, float],
         grad_clip: float | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.channels_last = channels_last
         if channels not in (1, 3):
             raise ConfigError(f"model.channels must be 1 or 3, got {channels}")
         if clip_len < 1:
@@ -121,6 +126,12 @@ class VADModule(L.LightningModule):
     def sample_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Images for the sample grid: ``input`` (last input frame), ``prediction``, ``target``, each (N, C, H, W)."""
         raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            # Converting the weights suffices: a convolution runs channels-last when its weight is, and its output
+            # stays so for the next layer.
+            self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ methods with test-time state override these
     def on_test_video_start(self, video_id: int) -> None:

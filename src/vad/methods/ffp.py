@@ -40,6 +40,7 @@ class FFP(VADModule):
         flow: a frozen ``vad.flow`` estimator, required when the flow weight is not 0. It is held outside the module
             tree: it is not saved in checkpoints, not seen by DDP, and never optimised.
         grad_clip: max gradient norm per optimiser step.
+        channels_last: run the convolutions in channels-last memory format (see VADModule).
     """
 
     signals = ("psnr",)
@@ -57,10 +58,16 @@ class FFP(VADModule):
         score: Mapping[str, float] | None = None,
         flow: nn.Module | None = None,
         grad_clip: float | None = None,
+        channels_last: bool = True,
     ) -> None:
         loss = dict(loss or {"intensity": 1.0, "gradient": 1.0, "flow": 2.0, "adversarial": 0.05})
         super().__init__(
-            channels=channels, clip_len=clip_len, loss=loss, score=score or {"psnr": -1.0}, grad_clip=grad_clip
+            channels=channels,
+            clip_len=clip_len,
+            loss=loss,
+            score=score or {"psnr": -1.0},
+            grad_clip=grad_clip,
+            channels_last=channels_last,
         )
         unknown = sorted(set(loss) - set(self.loss_terms))
         if unknown:
