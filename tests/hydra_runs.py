@@ -15,7 +15,7 @@ from omegaconf import DictConfig, open_dict
 from vad import config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from raw_fixtures import write_ffp  # noqa: E402
+from raw_fixtures import write_ffp
 
 # Tiny FFP: 32x32 grey, width 4 U-Net of depth 2, small discriminator; seconds per step on a loaded CPU.
 TINY_FFP = [

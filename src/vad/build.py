@@ -1,6 +1,7 @@
 """Instantiate the suite's components from a composed config, and run the test + report stage.
 
-The entry points (``vad.train``, ``vad.evaluate``) only compose, call these, and print.
+The entry points (``vad.train``, ``vad.evaluate``) only compose, call these, and print. The report goes to the run
+folder and to every tracker of the trainer (``vad.tracking``).
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from vad import report
+from vad import report, tracking
+from vad.callbacks import NonFiniteCheckpoint, sample_rows
+from vad.checkpoint_io import AtomicCheckpointIO
 from vad.errors import ConfigError
 from vad.flow import build_flow
 from vad.methods.base import VADModule
@@ -48,28 +49,21 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True) -> L.Trainer:
+    """The trainer of ``cfg.trainer`` with the loggers of ``cfg.logger`` and, for training (``with_callbacks``), the
+    callbacks of ``cfg.callbacks`` plus :class:`~vad.callbacks.NonFiniteCheckpoint`, which every training run has.
+    Checkpoints are written atomically (:class:`~vad.checkpoint_io.AtomicCheckpointIO`)."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
-    callbacks = (
-        [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-        if with_callbacks
-        else []
+    callbacks = []
+    if with_callbacks:
+        callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+        callbacks.append(NonFiniteCheckpoint(run_dir / "checkpoints"))
+    return instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(run_dir),
     )
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir))
-
-
-def sample_rows(samples: dict[str, np.ndarray] | None, count: int = 4) -> list[list[np.ndarray]]:
-    """Rows of [last input, prediction, target, error map] images for the sample grid, from (N, C, H, W) arrays."""
-    if not samples:
-        return []
-
-    def image(x: np.ndarray) -> np.ndarray:
-        return x[0] if x.shape[0] == 1 else np.transpose(x, (1, 2, 0))
-
-    rows = []
-    for i in range(min(count, len(samples["target"]))):
-        error = np.abs(samples["prediction"][i] - samples["target"][i]).mean(axis=0)
-        rows.append([image(samples["input"][i]), image(samples["prediction"][i]), image(samples["target"][i]), error])
-    return rows
 
 
 def test_and_report(
@@ -82,12 +76,16 @@ def test_and_report(
     selection: str,
     meta: dict[str, Any],
 ) -> Any:
-    """Test ``model`` (weights of ``ckpt_path`` when given) and write the report into ``run_dir`` (rank 0)."""
+    """Test ``model`` (weights of ``ckpt_path`` when given), write the report into ``run_dir`` and publish it to the
+    trainer's trackers (rank 0). ``meta`` is recorded in metrics.json with the checkpoint, the world size and the
+    tracker runs."""
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     result = model.test_result
     if trainer.is_global_zero and result is not None:
         meta = dict(meta)
-        meta.update({"checkpoint": ckpt_path, "checkpoint_selection": selection})
+        meta.update({"checkpoint": ckpt_path, "checkpoint_selection": selection, "world_size": trainer.world_size})
+        meta.update(tracking.describe(trainer.loggers))
         full_labels = {v.name: v.labels for v in datamodule.test_videos if v.labels is not None}
-        report.write_report(run_dir, result, meta, full_labels, samples=sample_rows(model.test_samples))
+        paths = report.write_report(run_dir, result, meta, full_labels, samples=sample_rows(model.test_samples))
+        tracking.publish_report(trainer.loggers, result, paths, step=trainer.global_step)
     return result

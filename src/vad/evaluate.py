@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from vad import report
+from vad import report, tracking
 from vad.build import build_datamodule, build_model, build_trainer, test_and_report
 from vad.cli import run_hydra
 from vad.errors import ConfigError
@@ -33,7 +33,9 @@ from vad.train import check_fresh, run_directory
 GROUPS = ("model", "dataset", "flow")
 SELECTIONS = {
     "last": "last",
-    "best_on_test": "best_on_test (chosen by test-set micro AUC: optimistic, not comparable to last-checkpoint results)",
+    "best_on_test": (
+        "best_on_test (chosen by test-set micro AUC: optimistic, not comparable to last-checkpoint results)"
+    ),
 }
 
 
@@ -105,24 +107,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     trainer = build_trainer(cfg, run_dir, with_callbacks=False)
     meta = report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "evaluate"}
-    if select == "best_on_test" and len(files) > 1:
-        scan = {}
-        for ckpt in files:
-            trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
-            scan[str(ckpt)] = model.test_result.auc_micro
-        best = max(scan, key=lambda k: scan[k])
-        (run_dir / "best_on_test_scan.json").write_text(json.dumps(scan, indent=2))
-        files = [Path(best)]
-        meta["best_on_test_scan"] = scan
-    result = test_and_report(
-        trainer,
-        model,
-        datamodule,
-        run_dir,
-        ckpt_path=str(files[0]) if files else None,
-        selection=SELECTIONS[select],
-        meta=meta,
-    )
+    with tracking.finishing(trainer.loggers):  # each job of a multirun finishes its own tracker run
+        if select == "best_on_test" and len(files) > 1:
+            scan = {}
+            for ckpt in files:
+                trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+                scan[str(ckpt)] = model.test_result.auc_micro
+            best = max(scan, key=lambda k: scan[k])
+            with report.atomic_path(run_dir / "best_on_test_scan.json") as tmp:
+                tmp.write_text(json.dumps(scan, indent=2))
+            files = [Path(best)]
+            meta["best_on_test_scan"] = scan
+        result = test_and_report(
+            trainer,
+            model,
+            datamodule,
+            run_dir,
+            ckpt_path=str(files[0]) if files else None,
+            selection=SELECTIONS[select],
+            meta=meta,
+        )
     if trainer.is_global_zero:
         name = eff.model._target_.rsplit(".", 1)[-1]
         print(report.format_summary(result, title=f"{name} on {eff.dataset.name} [{select}]"))

@@ -47,7 +47,7 @@ SAMPLE_COLUMNS = ("last input", "prediction", "target", "error")
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a fresh temporary path next to ``path``; on success move it onto ``path``, on failure delete it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -61,7 +61,7 @@ def _atomic(path: Path) -> Iterator[Path]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI)
     return Path(path)
 
@@ -74,7 +74,7 @@ def _number(x: float) -> str:
 def write_scores_csv(path: Path, result: ProtocolResult) -> Path:
     """One row per evaluated frame: ``video, frame, label, score, <signals...>`` (frame = 0-based position,
     label empty when unlabelled, score = the fused anomaly score, signals = raw values)."""
-    with _atomic(path) as tmp, open(tmp, "x", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "x", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["video", "frame", "label", "score", *result.signal_names])
         for v in result.videos:
@@ -113,7 +113,7 @@ def write_metrics_json(path: Path, result: ProtocolResult, meta: Mapping[str, ob
         raise ValueError(f"meta keys {clash} collide with metric names in metrics.json; rename them")
     doc.update(_jsonable(meta))
     text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
-    with _atomic(path) as tmp, open(tmp, "x") as f:
+    with atomic_path(path) as tmp, open(tmp, "x") as f:
         f.write(text)
     return Path(path)
 

@@ -7,6 +7,12 @@
 The run folder (Hydra's run directory; ``hydra.run.dir=...`` places it) receives ``.hydra/`` (the resolved
 config), ``checkpoints/``, ``scores.csv``, ``metrics.json`` and the plots. A folder that already holds a run is
 never written into, except to resume it with ``ckpt_path=last``.
+
+Resuming (``ckpt_path=last`` in the run's folder, or ``ckpt_path=<file>`` into a new one) restores the weights, the
+optimiser and scheduler states, buffers (memories), the step and epoch counters and the position in the data order
+(``vad.data.datamodule.ResumableLoader``): on CPU with the same seed a resumed run ends with the weights of an
+uninterrupted one. A non-finite loss stops training with the step and term, after saving the state of that step
+(``vad.callbacks.NonFiniteCheckpoint``). Under DDP the replicas' weights are compared after fitting.
 """
 
 from __future__ import annotations
@@ -18,12 +24,11 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vad import report
+from vad import report, tracking
 from vad.build import build_datamodule, build_model, build_trainer, test_and_report
-from vad.cli import run_hydra
+from vad.cli import check_fresh, run_hydra
+from vad.distributed import replica_digests
 from vad.errors import ConfigError
-
-RUN_ARTIFACTS = ("checkpoints", "metrics.json", "scores.csv")
 
 
 def run_directory() -> Path:
@@ -41,18 +46,6 @@ def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
-def check_fresh(run_dir: Path, resuming: bool) -> None:
-    """Refuse to write into a folder that already holds a run (unless resuming an unfinished one)."""
-    if (run_dir / "metrics.json").exists():
-        raise ConfigError(
-            f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir or delete that folder"
-        )
-    if not resuming and any((run_dir / name).exists() for name in RUN_ARTIFACTS):
-        raise ConfigError(
-            f"{run_dir} already holds a run; resume it with ckpt_path=last, or choose another hydra.run.dir"
-        )
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the last checkpoint, write the report; returns the test metrics."""
     run_dir = run_directory()
@@ -64,20 +57,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not model.trainable:
         raise ConfigError(f"model={cfg.model._target_} has no weights to train; use `python -m vad.evaluate` instead")
     trainer = build_trainer(cfg, run_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
-    if not cfg.get("test", True):
-        return {}
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt = str(last) if last.is_file() else None
-    result = test_and_report(
-        trainer,
-        model,
-        datamodule,
-        run_dir,
-        ckpt_path=ckpt,
-        selection="last",
-        meta=report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "train"},
-    )
+    with tracking.finishing(trainer.loggers):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        digests = replica_digests(model)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"the DDP replicas' weights differ after training (digest per rank: {digests})")
+        if not cfg.get("test", True):
+            return {}
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt = str(last) if last.is_file() else None
+        meta = report.run_metadata() | {
+            "seed": cfg.seed,
+            "run_dir": str(run_dir),
+            "task": "train",
+            "resumed_from": resume,
+            "replica_digests": digests,
+        }
+        result = test_and_report(trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection="last", meta=meta)
     if result is None:
         return {}
     if trainer.is_global_zero:
@@ -86,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    run_hydra("train", train)
+    run_hydra("train", train, resume_key="ckpt_path")
 
 
 if __name__ == "__main__":

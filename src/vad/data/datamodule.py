@@ -12,6 +12,12 @@ Any layout :func:`vad.data.layout.open_dataset` reads works; a missing root is g
 ``prepare_data`` (rank 0) generates the synthetic set if asked and decodes every video once into the cache;
 ``setup`` indexes the dataset, splits ``val_videos`` training videos off for validation (chosen by ``seed``; model
 selection never looks at the test set) and builds the clip datasets.
+
+Data order: the training order of epoch ``e`` is a permutation drawn from ``(seed, e)`` (:class:`EpochShuffle`), and
+the training loader (:class:`ResumableLoader`) reports the epoch and the batches it has handed out, which Lightning
+stores in every checkpoint; a resumed run therefore continues with exactly the batches the interrupted one had left.
+Under DDP each rank trains on its share of that permutation and tests a contiguous run of whole videos
+(:class:`VideoShards`): no padded duplicates, no interleaving, every test frame scored once.
 """
 
 from __future__ import annotations
@@ -24,9 +30,8 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from vad.data.cache import FrameCache
 from vad.data.clips import ClipDataset, TestClipDataset, collate_clips
@@ -47,6 +52,87 @@ class VideoInfo:
     num_frames: int
     labels: np.ndarray | None
     skipped: bool
+
+
+class EpochShuffle(DistributedSampler):
+    """This rank's share of a permutation drawn from ``(seed, epoch)``, optionally starting ``start`` items into it.
+
+    The order depends on the epoch number only, never on how many epochs ran in this process, so a run resumed at
+    epoch ``e`` sees the order an uninterrupted run sees. ``start`` applies to the next iteration only (a resumed
+    epoch). With one replica nothing is padded; with several, torch's DistributedSampler pads to equal shares.
+    """
+
+    def __init__(self, dataset: ClipDataset, *, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+
+    def __iter__(self) -> Any:
+        indices = list(super().__iter__())
+        start, self.start = self.start, 0
+        return iter(indices[start:])
+
+
+class ResumableLoader(DataLoader):
+    """The training loader: :class:`EpochShuffle` order, and a ``state_dict`` Lightning saves in checkpoints.
+
+    State: ``epoch`` and ``batches`` (batches of that epoch handed out so far). After ``load_state_dict`` the next
+    iteration continues that epoch after those batches, if it is that epoch's (Lightning sets the epoch before each
+    one; a run that stopped at ``max_steps`` mid-epoch resumes into a fresh epoch); a state saved at the end of an
+    epoch starts the next one. After a complete pass the next epoch's order is drawn.
+    """
+
+    def __init__(self, dataset: ClipDataset, *, sampler: EpochShuffle, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)
+        self._epoch = sampler.epoch
+        self._batches = 0
+        self._resume: tuple[int, int] | None = None
+
+    def __iter__(self) -> Any:
+        # The body runs at the first batch, after Lightning has set the epoch of this pass.
+        sampler: EpochShuffle = self.sampler  # type: ignore[assignment]
+        resume, self._resume = self._resume, None
+        skip = resume[1] if resume is not None and resume[0] == sampler.epoch else 0
+        sampler.start = skip * self.batch_size
+        self._epoch, self._batches = sampler.epoch, skip
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+        sampler.set_epoch(self._epoch + 1)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        self._resume = (epoch, batches)
+        self._epoch, self._batches = epoch, batches
+
+
+class VideoShards(DistributedSampler):
+    """Rank ``rank``'s contiguous run of whole test videos, in order; the runs split the items as evenly as video
+    boundaries allow (a rank may get none when there are fewer videos than ranks).
+
+    Every item belongs to exactly one rank (no padding), and each video is scored on one rank in frame order, which
+    methods whose test state evolves frame by frame (MNAD's memory) rely on.
+    """
+
+    def __init__(self, dataset: ClipDataset, *, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        ends = np.cumsum(dataset.clips_per_video)
+        total = int(ends[-1]) if len(ends) else 0
+        # each cut is the video boundary nearest to an even split
+        cuts = [int(ends[np.abs(ends - total * k / num_replicas).argmin()]) for k in range(1, num_replicas) if total]
+        bounds = np.maximum.accumulate([0, *cuts, total]).tolist()
+        self.first, self.stop = bounds[rank], bounds[rank + 1]
+
+    def __iter__(self) -> Any:
+        return iter(range(self.first, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.first
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -111,6 +197,8 @@ class VideoDataModule(L.LightningDataModule):
         self.train_dataset: ClipDataset | None = None
         self.val_dataset: ClipDataset | None = None
         self.test_dataset: TestClipDataset | None = None
+        # Under DDP a rank may hold no test video (VideoShards); the test gathers every rank's frames anyway.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     # -- stages ------------------------------------------------------------------------------------------------------
 
@@ -138,20 +226,25 @@ class VideoDataModule(L.LightningDataModule):
             self.test_dataset = self._clips(TestClipDataset, self.index.test, "testing")
 
     def train_dataloader(self) -> DataLoader:
-        shuffle_generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(self._ready(self.train_dataset, "fit"), self.batch_size, True, shuffle_generator)
+        dataset = self._ready(self.train_dataset, "fit")
+        replicas, rank = self._replicas()
+        sampler = EpochShuffle(dataset, seed=self.seed, num_replicas=replicas, rank=rank)
+        return ResumableLoader(dataset, sampler=sampler, batch_size=self.batch_size, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader | list:
         # No held-out videos: Lightning skips validation when given an empty list.
         if self.val_dataset is None:
             return []
-        return self._loader(self.val_dataset, self.eval_batch_size, False)
+        return self._loader(self.val_dataset)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._ready(self.test_dataset, "test"), self.eval_batch_size, False)
+        dataset = self._ready(self.test_dataset, "test")
+        replicas, rank = self._replicas()
+        sampler = VideoShards(dataset, num_replicas=replicas, rank=rank) if replicas > 1 else None
+        return self._loader(dataset, sampler)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._ready(self.test_dataset, "predict"), self.eval_batch_size, False)
+        return self._loader(self._ready(self.test_dataset, "predict"))
 
     # -- for evaluation ----------------------------------------------------------------------------------------------
 
@@ -205,20 +298,24 @@ class VideoDataModule(L.LightningDataModule):
             raise RuntimeError(f"call setup({stage!r}) before asking for its data")
         return dataset
 
-    def _loader(
-        self, dataset: ClipDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
-    ) -> DataLoader:
+    def _replicas(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader_options(self) -> dict[str, Any]:
         workers = self.num_workers
+        return {
+            "collate_fn": collate_clips,
+            "num_workers": workers,
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "pin_memory": self.pin_memory,
+        }
+
+    def _loader(self, dataset: ClipDataset, sampler: DistributedSampler | None = None) -> DataLoader:
+        """An in-order evaluation loader (``sampler``: this rank's share under DDP)."""
         return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            drop_last=False,
-            collate_fn=collate_clips,
-            num_workers=workers,
-            persistent_workers=self.persistent_workers and workers > 0,
-            pin_memory=self.pin_memory,
+            dataset, batch_size=self.eval_batch_size, sampler=sampler, drop_last=False, **self._loader_options()
         )
 
 

@@ -64,7 +64,9 @@ def open_video(path: Path) -> cv2.VideoCapture:
         raise DataError(f"{path}: video file not found")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise DataError(f"{path}: OpenCV cannot open this video (corrupt or unsupported codec); re-encode it to .avi/.mp4")
+        raise DataError(
+            f"{path}: OpenCV cannot open this video (corrupt or unsupported codec); re-encode it to .avi/.mp4"
+        )
     return cap
 
 

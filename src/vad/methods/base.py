@@ -30,7 +30,6 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from vad import scoring
 from vad.errors import ConfigError, VadError
 
-
 #: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
 CONFIG_KEY = "vad_config"
 

@@ -114,8 +114,9 @@ class FFP(VADModule):
                     opt, milestones=milestones, gamma=self.optim["gamma"]
                 ),
                 "interval": "step",
+                "name": f"lr-{net}",
             }
-            for opt in optimizers
+            for opt, net in zip(optimizers, ("generator", "discriminator"), strict=False)
         ]
         return optimizers, schedulers
 
