@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import lightning as L
 import numpy as np
 import torch
@@ -186,7 +185,9 @@ def reference_eval_fps(model: FFP, args: argparse.Namespace, root: Path, frames:
         for video in videos:
             files = sorted(video.iterdir())
             for target in range(4, len(files)):
-                clip = [resize(read_image(f, args.channels), (args.size, args.size)) for f in files[target - 4 : target + 1]]
+                clip = [
+                    resize(read_image(f, args.channels), (args.size, args.size)) for f in files[target - 4 : target + 1]
+                ]
                 x = torch.from_numpy(np.stack(clip)).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
                     prediction = model.predict_next(x)
@@ -249,8 +250,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as cache:
         datamodule = VideoDataModule(
-            "ped2", args.root, image_size=(args.size, args.size), channels=args.channels, clip_len=5,
-            eval_batch_size=args.eval_batch, cache_dir=cache, num_workers=0,
+            "ped2",
+            args.root,
+            image_size=(args.size, args.size),
+            channels=args.channels,
+            clip_len=5,
+            eval_batch_size=args.eval_batch,
+            cache_dir=cache,
+            num_workers=0,
         )
         datamodule.prepare_data()
         model = make_model(args)
@@ -270,7 +277,9 @@ def main() -> None:
         "lightning": ratios["lightning"] <= GOALS["lightning"],
         "eval": ratios["eval"] >= GOALS["eval"],
     }
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or platform.machine())
+    device_name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or platform.machine())
+    )
     lines = [
         "# FFP training-step and evaluation throughput",
         "",
