@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vad.nets.unet import check_frame_stack
+
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU()]
@@ -71,16 +73,7 @@ class MNADEncoder(nn.Module):
         return self.head(x), skips
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"MNADEncoder expects (N, {self.in_channels}, H, W) (frames stacked on channels), got {tuple(x.shape)}"
-            )
-        height, width = x.shape[-2:]
-        if height % self.size_multiple or width % self.size_multiple:
-            raise ValueError(
-                f"MNAD input size {height}x{width} is not divisible by {self.size_multiple}; resize the frames to a "
-                f"multiple of {self.size_multiple} (dataset.image_size), e.g. 256x256"
-            )
+        check_frame_stack(x, "MNADEncoder", self.in_channels, self.size_multiple)
 
 
 class MNADDecoder(nn.Module):

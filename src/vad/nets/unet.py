@@ -126,13 +126,16 @@ class UNet(nn.Module):
         return torch.tanh(self.head(x))
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"UNet expects (N, {self.in_channels}, H, W) (t frames stacked on channels), got {tuple(x.shape)}"
-            )
-        height, width = x.shape[-2:]
-        if height % self.size_multiple or width % self.size_multiple:
-            raise ValueError(
-                f"UNet input size {height}x{width} is not divisible by {self.size_multiple} (2**(depth-1)); "
-                f"resize or crop the frames to a multiple of {self.size_multiple}, e.g. 256x256"
-            )
+        check_frame_stack(x, "UNet", self.in_channels, self.size_multiple, why=" (2**(depth-1))")
+
+
+def check_frame_stack(x: torch.Tensor, net: str, in_channels: int, size_multiple: int, why: str = "") -> None:
+    """One-line ValueError unless ``x`` is (N, in_channels, H, W) with H and W multiples of ``size_multiple``."""
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"{net} expects (N, {in_channels}, H, W) (frames stacked on channels), got {tuple(x.shape)}")
+    height, width = x.shape[-2:]
+    if height % size_multiple or width % size_multiple:
+        raise ValueError(
+            f"{net} input size {height}x{width} is not divisible by {size_multiple}{why}; resize the frames to a "
+            f"multiple of {size_multiple} (dataset.image_size), e.g. 256x256"
+        )
