@@ -180,6 +180,9 @@ def test_summary_contains_the_numbers():
         "score                      err +1 (per-video min-max)",
         "labels                     hand-made",
     ]
+    assert format_summary(result, "demo", checkpoint="run/last.ckpt (last)").splitlines()[-1] == (
+        "checkpoint                 run/last.ckpt (last)"
+    )
     assert "3 dropped" in format_summary(tiny_result(), "tiny")
 
 

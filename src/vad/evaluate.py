@@ -129,7 +129,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     if trainer.is_global_zero:
         name = eff.model._target_.rsplit(".", 1)[-1]
-        print(report.format_summary(result, title=f"{name} on {eff.dataset.name} [{select}]"))
+        checkpoint = f"{files[0]} ({select})" if files else "none (untrained model)"
+        print(report.format_summary(result, title=f"{name} on {eff.dataset.name} [{select}]", checkpoint=checkpoint))
     return result.to_dict()
 
 

@@ -295,8 +295,11 @@ def _fusion(result: ProtocolResult) -> str:
     return f"{terms} ({'per-video min-max' if result.normalise else 'raw, no normalisation'})"
 
 
-def format_summary(result: ProtocolResult, title: str) -> str:
-    """A compact aligned table of a run's numbers and their protocol, printed at the end of a run."""
+def format_summary(result: ProtocolResult, title: str, checkpoint: str | None = None) -> str:
+    """A compact aligned table of a run's numbers and their protocol, printed at the end of a run.
+
+    ``checkpoint`` (the file and how it was selected, e.g. ``.../last.ckpt (last)``) adds a last row.
+    """
     total = len(result.videos)
     anomalous = f"{result.n_anomalous} anomalous, " if result.labelled else ""
     lines = [
@@ -309,6 +312,8 @@ def format_summary(result: ProtocolResult, title: str) -> str:
         ("score", _fusion(result)),
         ("labels", result.label_source or ("none" if not result.labelled else "unrecorded")),
     ]
+    if checkpoint is not None:
+        lines.append(("checkpoint", checkpoint))
     width = max(len(name) for name, _ in lines)
     return "\n".join([title, "-" * len(title), *(f"{name.ljust(width)}  {value}" for name, value in lines)])
 

@@ -77,7 +77,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if result is None:
         return {}
     if trainer.is_global_zero:
-        print(report.format_summary(result, title=f"{cfg.model._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"))
+        title = f"{cfg.model._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"
+        print(report.format_summary(result, title=title, checkpoint=f"{ckpt or 'in-memory weights'} (last)"))
     return result.to_dict()
 
 
