@@ -14,6 +14,7 @@ Prints (and writes to experiments/results/bench_train.md):
 Repeats are interleaved so a noisy, shared machine hurts both sides alike; medians are reported.
 
     python experiments/bench_train.py                         # CPU-sized (64x64, width 32) on the real Ped2 copy
+    python experiments/bench_train.py --features 16 --batch 8 --flow none   # as experiment=ffp_ped2_cpu
     python experiments/bench_train.py --size 256 --features 64 --device cuda --precision bf16-mixed
 """
 
@@ -56,9 +57,9 @@ def make_model(args: argparse.Namespace) -> FFP:
         clip_len=5,
         generator={"features": args.features, "depth": 4},
         discriminator={"features": [2 * args.features, 4 * args.features, 8 * args.features, 8 * args.features]},
-        loss={"intensity": 1.0, "gradient": 1.0, "flow": 2.0, "adversarial": 0.05},
+        loss={"intensity": 1.0, "gradient": 1.0, "flow": 2.0 if args.flow == "lk" else 0.0, "adversarial": 0.05},
         optim={"lr_g": 1e-4, "lr_d": 1e-5, "milestones": [10**9]},
-        flow=LucasKanade(),
+        flow=LucasKanade() if args.flow == "lk" else None,
     )
 
 
@@ -221,6 +222,13 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--steps", type=int, default=12, help="training steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--flow",
+        choices=("lk", "none"),
+        default="lk",
+        help="flow term with the Lucas-Kanade estimator (its warps and elementwise solves are not counted as FLOPs), "
+        "or none (as in experiment=ffp_ped2_cpu)",
+    )
     parser.add_argument("--eval-batch", type=int, default=32)
     parser.add_argument("--eval-frames", type=int, default=300, help="frames of the batch-1 reference loop")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -289,8 +297,8 @@ def main() -> None:
         f"({torch.get_num_threads()} intra-op threads), precision {args.precision}; load average before "
         f"{os.getloadavg()[0]:.2f}",
         f"- Step: FFP at {args.size}x{args.size}, {args.channels} channel(s), t=4, batch {args.batch}, U-Net width "
-        f"{args.features} depth 4, PatchGAN widths {2 * args.features}-{8 * args.features}, all four loss terms, "
-        "Lucas-Kanade flow (flow=lk)",
+        f"{args.features} depth 4, PatchGAN widths {2 * args.features}-{8 * args.features}, "
+        + ("all four loss terms, Lucas-Kanade flow (flow=lk)" if args.flow == "lk" else "no flow term (flow=none)"),
         f"- {args.repeats} interleaved repeats of {args.steps} steps; medians",
         "",
         "| measurement | value |",
