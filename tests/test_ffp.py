@@ -6,11 +6,11 @@ import copy
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from moving_blobs import BlobClips, moving_blobs
 from vad import losses
 from vad.errors import ConfigError
 from vad.flow import FlowNet2SD, LucasKanade
@@ -34,18 +34,6 @@ def tiny_ffp(estimator: torch.nn.Module | None = None, **loss: float) -> FFP:
     )
 
 
-def smooth_clip(n: int = 2, t: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """(n, t, 1, size, size) in [-1, 1]: a smooth blob moving right by 1 px per frame."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    frames = np.zeros((n, t, 1, size, size), np.float32)
-    for i in range(n):
-        cy, cx = rng.uniform(10, size - 10, 2)
-        for k in range(t):
-            frames[i, k, 0] = np.exp(-((yy - cy) ** 2 + (xx - cx - k) ** 2) / 20.0) * 1.6 - 0.8
-    return torch.from_numpy(frames)
-
-
 class CountCalls:
     def __init__(self, module: torch.nn.Module) -> None:
         self.calls = 0
@@ -60,7 +48,7 @@ def test_flow_loss_gradient_reaches_the_prediction_not_the_flow_net(estimator: t
     torch.manual_seed(0)
     flow = estimator()
     model = tiny_ffp(flow, intensity=0.0, gradient=0.0, adversarial=0.0, flow=1.0)
-    frames = smooth_clip(size=64)
+    frames = moving_blobs(size=64)
     inputs, last, target = model.split_clip(frames)
     prediction = model.generator(inputs)
     prediction.retain_grad()
@@ -91,17 +79,6 @@ def test_flow_weight_needs_an_estimator() -> None:
         tiny_ffp(None, flwo=1.0)
 
 
-class ClipSet(Dataset):
-    def __init__(self, n: int, size: int = 32) -> None:
-        self.frames = smooth_clip(n=n, size=size)
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"frames": self.frames[i], "video": "01", "video_id": 0, "index": i + 2, "label": 0}
-
-
 def fit(model: FFP, steps: int, tmp_path: Path, size: int = 32) -> L.Trainer:
     trainer = L.Trainer(
         max_steps=steps,
@@ -112,7 +89,7 @@ def fit(model: FFP, steps: int, tmp_path: Path, size: int = 32) -> L.Trainer:
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(model, DataLoader(ClipSet(8, size), batch_size=2))
+    trainer.fit(model, DataLoader(BlobClips(8, size=size), batch_size=2))
     return trainer
 
 
@@ -160,7 +137,7 @@ def test_discriminator_gradient_is_its_own_loss_only(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = tiny_ffp(None, adversarial=1.0)
     start = copy.deepcopy(model)
-    frames = ClipSet(2).frames  # the one batch fit() trains on (batch_size 2, no shuffling)
+    frames = BlobClips(2).frames  # the one batch fit() trains on (batch_size 2, no shuffling)
     inputs, _, target = start.split_clip(frames)
     d_loss = losses.lsgan_discriminator_loss(start.discriminator(target), start.discriminator(start.generator(inputs)))
     expected = torch.autograd.grad(d_loss, list(start.discriminator.parameters()))
@@ -177,7 +154,7 @@ def test_non_finite_loss_names_the_term_and_step() -> None:
 
 def test_test_signals_are_psnr_of_the_prediction() -> None:
     model = tiny_ffp(None).eval()
-    frames = smooth_clip()
+    frames = moving_blobs()
     with torch.no_grad():
         signals = model.frame_signals({"frames": frames})
         prediction = model.predict_next(frames)
@@ -190,7 +167,7 @@ def test_test_signals_are_psnr_of_the_prediction() -> None:
 def test_channels_last_changes_the_layout_not_the_numbers() -> None:
     torch.manual_seed(0)
     model = tiny_ffp(LucasKanade(), flow=1.0).eval()
-    frames = smooth_clip()
+    frames = moving_blobs()
     with torch.no_grad():
         reference = model.frame_signals({"frames": frames})["psnr"]
         model.setup("test")

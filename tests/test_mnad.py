@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from hydra_runs import hydra_job, tiny_dataset
+from moving_blobs import BlobClips
 from vad import losses
 from vad.build import build_model
 from vad.data.datamodule import VideoDataModule
@@ -39,29 +40,6 @@ def tiny_mnad(clip_len: int = 3, **kwargs: object) -> MNAD:
     return MNAD(channels=1, clip_len=clip_len, **kwargs)
 
 
-def moving_blobs(n: int, t: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """(n, t, 1, size, size) in [-1, 1]: a smooth blob moving right by 1 px per frame."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    frames = np.zeros((n, t, 1, size, size), np.float32)
-    for i in range(n):
-        cy, cx = rng.uniform(10, size - 10, 2)
-        for k in range(t):
-            frames[i, k, 0] = np.exp(-((yy - cy) ** 2 + (xx - cx - k) ** 2) / 20.0) * 1.6 - 0.8
-    return torch.from_numpy(frames)
-
-
-class ClipSet(Dataset):
-    def __init__(self, n: int, t: int = 3) -> None:
-        self.frames = moving_blobs(n, t)
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"frames": self.frames[i], "video": "01", "video_id": 0, "index": i + 2, "label": 0}
-
-
 def fit(model: MNAD, tmp_path: Path, **trainer_args: object) -> L.Trainer:
     trainer = L.Trainer(
         accelerator="cpu",
@@ -72,7 +50,7 @@ def fit(model: MNAD, tmp_path: Path, **trainer_args: object) -> L.Trainer:
         default_root_dir=tmp_path,
         **trainer_args,
     )
-    trainer.fit(model, DataLoader(ClipSet(8, model.clip_len), batch_size=2))
+    trainer.fit(model, DataLoader(BlobClips(8, model.clip_len), batch_size=2))
     return trainer
 
 
@@ -134,7 +112,7 @@ def test_training_step_uses_the_memory_before_its_update_and_updates_after_the_s
     torch.manual_seed(0)
     model = tiny_mnad(optim={"anneal": "none"})
     start = copy.deepcopy(model).train()
-    frames = ClipSet(2).frames  # the one batch fit() trains on (batch_size 2, no shuffling)
+    frames = BlobClips(2).frames  # the one batch fit() trains on (batch_size 2, no shuffling)
     inputs, _, target = start.split_clip(frames)
     with torch.no_grad():
         output, out = start(inputs)
