@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
@@ -34,7 +35,7 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
     assert model.channels == cfg.dataset.channels
 
 
-def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path) -> None:
+def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tiny_dataset(tmp_path / "tiny")
     run = tmp_path / "run"
     metrics = train(hydra_job("train", [*data, *TINY_FFP], run, tmp_path))
@@ -69,6 +70,20 @@ def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path) -> None
     for key in METRICS:
         assert again[key] == pytest.approx(saved[key], abs=1e-6), key
     assert (out / "scores.csv").read_text() == (run / "scores.csv").read_text()
+
+    # select=best_on_test scans every checkpoint of the run on the test set, and says that the pick is optimistic
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt["state_dict"] = {k: torch.zeros_like(v) if "generator" in k else v for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, run / "checkpoints" / "blank.ckpt")  # a second, different model (constant prediction)
+    capsys.readouterr()
+    evaluate(hydra_job("eval", [f"ckpt_path={run}", "select=best_on_test"], tmp_path / "best", tmp_path))
+    scan = json.loads((tmp_path / "best" / "best_on_test_scan.json").read_text())
+    assert sorted(Path(k).name for k in scan) == ["blank.ckpt", "last.ckpt"]
+    best = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    assert best["checkpoint"] == max(scan, key=scan.get)
+    assert best["auc_micro"] == pytest.approx(max(scan.values()))
+    assert "optimistic" in best["checkpoint_selection"]
+    assert "optimistic" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_a_run_folder_is_never_reused(tmp_path: Path) -> None:

@@ -129,7 +129,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     if trainer.is_global_zero:
         name = eff.model._target_.rsplit(".", 1)[-1]
-        checkpoint = f"{files[0]} ({select})" if files else "none (untrained model)"
+        checkpoint = f"{files[0]} ({SELECTIONS[select]})" if files else "none (untrained model)"
         print(report.format_summary(result, title=f"{name} on {eff.dataset.name} [{select}]", checkpoint=checkpoint))
     return result.to_dict()
 
