@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from vad import report, tracking
 from vad.build import build_datamodule, build_model, build_trainer, test_and_report
-from vad.cli import run_hydra
+from vad.cli import check_fresh, run_hydra
 from vad.errors import ConfigError
 from vad.methods.base import CONFIG_KEY
-from vad.train import check_fresh, run_directory
+from vad.train import run_directory
 
 GROUPS = ("model", "dataset", "flow")
 SELECTIONS = {
