@@ -93,6 +93,9 @@ def test_tensorboard_run_holds_losses_and_media(tmp_path: Path) -> None:
     run = tmp_path / "run"
     overrides = [*data, *TINY_FFP, "logger=tensorboard", "model.loss.flow=0", "callbacks.sample_grids.every_n_steps=2"]
     train(hydra_job("train", overrides, run, tmp_path))
+    # One event file: a writer closed after fitting and reopened by the test wrote a second file, or, within the same
+    # second, truncated the first (tensorboardX names files by the second), losing the training curves.
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1
     tags = tensorboard_tags(run / "tensorboard")
     assert {"train/loss_intensity", "train/loss_adversarial", "lr-generator", "test/auc_micro"} <= tags["scalar"]
     assert tags["image"] == {"train/samples", "test/score_curves", "test/roc", "test/samples"}

@@ -13,6 +13,11 @@ run folder and upload later:
 
 Publishing goes through one function per tracker kind (:data:`PUBLISHERS`); loggers without one (CSV) are skipped,
 the files stay in the run folder either way.
+
+``logger=tensorboard`` builds :class:`TensorBoardRunLogger`: Lightning's TensorBoardLogger closes its writer when
+fitting ends, and the test's first scalar reopens one; tensorboardX names event files by the second and the host, so
+a test starting within the same second as the end of training truncated the training curves' file. This logger only
+flushes at the end of fitting and is closed by :func:`finishing`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from vad.errors import ConfigError
 from vad.scoring import ProtocolResult
@@ -35,6 +41,25 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
+
+
+class TensorBoardRunLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger with one event file per run: ``finalize`` (end of fit / test) flushes instead of
+    closing the writer, so no later write reopens, and truncates, a file of the same name; :func:`finishing` closes
+    it."""
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self.experiment.flush()
+        if status == "success":
+            self.save()
+
+    @rank_zero_only
+    def close(self) -> None:
+        if self._experiment is not None:
+            self._experiment.close()
+            self._experiment = None
 
 
 def has_wandb_credentials(env: Mapping[str, str] | None = None) -> bool:
@@ -126,7 +151,8 @@ def _wandb_run(logger: Logger) -> Any:
 
 @contextmanager
 def finishing(loggers: Sequence[Logger]) -> Iterator[None]:
-    """Finish every wandb run the loggers started when the block ends (exit code 1 when it raised).
+    """Finish every wandb run the loggers started when the block ends (exit code 1 when it raised), and close the
+    TensorBoard writers (:class:`TensorBoardRunLogger`).
 
     Without this the next job of an in-process multirun would log into the same run: wandb keeps one active run per
     process and WandbLogger reuses it. wandb writes a finished run's last records in the background; when no other
@@ -140,6 +166,8 @@ def finishing(loggers: Sequence[Logger]) -> Iterator[None]:
     finally:
         finished = False
         for logger in loggers:
+            if isinstance(logger, TensorBoardRunLogger):
+                logger.close()
             run = _wandb_run(logger)
             if run is not None:
                 run.finish(exit_code=code)
@@ -218,7 +246,7 @@ def _tensorboard_report(
     _tensorboard_images(logger, images, step)
     rows = [dict(zip(PER_VIDEO_COLUMNS, row, strict=True)) for row in _per_video_rows(result)]
     logger.experiment.add_text("test/per_video_auc", format_comparison(rows), global_step=step)
-    logger.experiment.close()  # the report comes last, after Lightning's own final flush: write everything now
+    logger.experiment.flush()  # the report comes last, after Lightning's own final flush: write everything now
 
 
 #: tracker kind -> (publish images, publish a test report)
