@@ -150,3 +150,21 @@ def test_cli_typo_exits_2_with_one_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().startswith("error: unknown config key 'model.loss.flwo'")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_flow_term_through_dis_fails_at_start_naming_the_estimator_and_the_fix(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vad.train", "model.loss.flow=2", "flow=dis", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=dict(os.environ, VAD_HOME=str(tmp_path)),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: model.loss.flow=2.0 backpropagates through the flow estimator, but DISFlow (flow) is not "
+        "differentiable, so the term would give no gradient: choose flow=lk (CPU, weight-free) or flow=flownet2sd, "
+        "or set model.loss.flow=0"
+    )
+    assert not (tmp_path / "data").exists()  # refused before any data was generated or cached

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from moving_blobs import BlobClips, moving_blobs
 from vad import losses
 from vad.errors import ConfigError
-from vad.flow import FlowNet2SD, LucasKanade
+from vad.flow import DISFlow, FlowNet2SD, LucasKanade
 from vad.methods.base import NonFiniteLossError
 from vad.methods.ffp import FFP
 
@@ -30,7 +30,7 @@ def tiny_ffp(estimator: torch.nn.Module | None = None, **loss: float) -> FFP:
         discriminator=TINY_D,
         loss=weights,
         optim={"lr_g": 1e-3, "lr_d": 1e-4, "milestones": [2]},
-        flow=estimator,
+        frozen={"flow": estimator},
     )
 
 
@@ -48,15 +48,14 @@ def test_flow_loss_gradient_reaches_the_prediction_not_the_flow_net(estimator: t
     torch.manual_seed(0)
     flow = estimator()
     model = tiny_ffp(flow, intensity=0.0, gradient=0.0, adversarial=0.0, flow=1.0)
-    frames = moving_blobs(size=64)
-    inputs, last, target = model.split_clip(frames)
-    prediction = model.generator(inputs)
-    prediction.retain_grad()
-    terms = model.generator_terms(prediction, target, last)
+    clip = model.split_clip(moving_blobs(size=64))
+    prediction = model.forward_clip(clip)
+    prediction.frame.retain_grad()
+    terms = model.all_generator_terms(prediction, clip)
     assert set(terms) == {"flow"}
     terms["flow"].backward()
-    assert prediction.grad is not None
-    assert prediction.grad.abs().sum() > 0
+    assert prediction.frame.grad is not None
+    assert prediction.frame.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generator.parameters())
     assert all(p.grad is None for p in flow.parameters())
 
@@ -73,10 +72,24 @@ def test_flow_is_frozen_and_outside_the_module_tree() -> None:
 
 
 def test_flow_weight_needs_an_estimator() -> None:
-    with pytest.raises(ConfigError, match=r"model\.loss\.flow=2\.0 needs a flow estimator: choose flow=lk"):
+    with pytest.raises(
+        ConfigError, match=r"model\.loss\.flow=2\.0 needs a flow estimator \(config group flow\): choose "
+    ):
         tiny_ffp(None, flow=2.0)
-    with pytest.raises(ConfigError, match=r"unknown term\(s\) \['flwo'\]"):
+    with pytest.raises(ConfigError, match=r"unknown term\(s\) \['flwo'\]; FFP's terms are \['intensity', 'gradient', "):
         tiny_ffp(None, flwo=1.0)
+
+
+def test_a_flow_term_refuses_an_estimator_without_gradients() -> None:
+    """The public ports' bug in another form: a flow term through DIS (no gradient) would train nothing."""
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.loss\.flow=2\.0 backpropagates through the flow estimator, but DISFlow \(flow\) is not "
+        r"differentiable, so the term would give no gradient: choose flow=lk \(CPU, weight-free\) or flow=flownet2sd, "
+        r"or set model\.loss\.flow=0",
+    ):
+        tiny_ffp(DISFlow(), flow=2.0)
+    assert tiny_ffp(DISFlow(), flow=0.0).flow is not None  # held (e.g. for panels), no term through it
 
 
 def fit(model: FFP, steps: int, tmp_path: Path, size: int = 32) -> L.Trainer:
@@ -137,9 +150,10 @@ def test_discriminator_gradient_is_its_own_loss_only(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = tiny_ffp(None, adversarial=1.0)
     start = copy.deepcopy(model)
-    frames = BlobClips(2).frames  # the one batch fit() trains on (batch_size 2, no shuffling)
-    inputs, _, target = start.split_clip(frames)
-    d_loss = losses.lsgan_discriminator_loss(start.discriminator(target), start.discriminator(start.generator(inputs)))
+    clip = start.split_clip(BlobClips(2).frames)  # the one batch fit() trains on (batch_size 2, no shuffling)
+    d_loss = losses.lsgan_discriminator_loss(
+        start.discriminator(clip.target), start.discriminator(start.generator(clip.stacked))
+    )
     expected = torch.autograd.grad(d_loss, list(start.discriminator.parameters()))
     fit(model, steps=1, tmp_path=tmp_path)
     for p, g in zip(model.discriminator.parameters(), expected, strict=True):
@@ -157,11 +171,15 @@ def test_test_signals_are_psnr_of_the_prediction() -> None:
     frames = moving_blobs()
     with torch.no_grad():
         signals = model.frame_signals({"frames": frames})
-        prediction = model.predict_next(frames)
+        prediction = model.predict({"frames": frames})
     torch.testing.assert_close(signals["psnr"], losses.psnr(prediction, frames[:, -1]))
-    images = model.sample_images({"frames": frames})
-    assert set(images) == {"input", "prediction", "target"}
-    torch.testing.assert_close(images["input"], frames[:, -2])
+    torch.testing.assert_close(prediction, model.generator(frames[:, :-1].flatten(1, 2)))
+    shown = model.sample_panels({"frames": frames})
+    assert list(shown) == ["last input", "prediction", "target", "error"]
+    assert [p.kind for p in shown.values()] == ["image", "image", "image", "heatmap"]
+    torch.testing.assert_close(shown["last input"].data, frames[:, -2])
+    with_flow = tiny_ffp(LucasKanade()).sample_panels({"frames": frames})
+    assert [p.kind for p in with_flow.values()][-2:] == ["flow", "flow"]
 
 
 def test_channels_last_changes_the_layout_not_the_numbers() -> None:

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from hydra_runs import hydra_job, tiny_dataset
-from moving_blobs import BlobClips
+from moving_blobs import BlobClips, moving_blobs
 from vad import losses
 from vad.build import build_model
 from vad.data.datamodule import VideoDataModule
@@ -113,7 +113,8 @@ def test_training_step_uses_the_memory_before_its_update_and_updates_after_the_s
     model = tiny_mnad(optim={"anneal": "none"})
     start = copy.deepcopy(model).train()
     frames = BlobClips(2).frames  # the one batch fit() trains on (batch_size 2, no shuffling)
-    inputs, _, target = start.split_clip(frames)
+    clip = start.split_clip(frames)
+    inputs, target = clip.stacked, clip.target
     with torch.no_grad():
         output, out = start(inputs)
         expected_loss = start.weighted_sum(start.loss_terms_of(output, target, out))
@@ -168,7 +169,7 @@ def test_cosine_annealing_per_iteration_or_per_epoch(tmp_path: Path) -> None:
     [
         ({"loss": {"intensity": 1.0, "compactnes": 0.1}}, r"unknown term\(s\) \['compactnes'\]"),
         ({"task": "reconstruction"}, "model.clip_len must be 1 for reconstruction"),
-        ({"clip_len": 1}, "model.clip_len must be >= 2 for prediction"),
+        ({"clip_len": 1}, "model.clip_len must be >= 2 for frame prediction"),
         ({"task": "segmentation"}, "model.task='segmentation' is not one of"),
         ({"test_memory": {"between_videos": "keep"}}, "model.test_memory.between_videos='keep' is not one of"),
         ({"test_memory": {"gamma": -1}}, "model.test_memory.gamma must be a number >= 0 or null"),
@@ -239,8 +240,9 @@ def sequential_signals(model: MNAD, videos: list[torch.Tensor], reset: bool) -> 
             items = model.memory.items.clone() if reset else items
             psnr, distance = [], []
             for clip in clips:
-                inputs, _, target = model.split_clip(clip[None])
-                output, out = model(inputs, items)
+                cut = model.split_clip(clip[None])
+                output, out = model(cut.stacked, items)
+                target = cut.target
                 psnr.append(losses.psnr(output, target).item())
                 distance.append(out.nearest_distance().item())
                 items = model.memory.updated(out)
@@ -335,3 +337,16 @@ def test_reconstruction_variant_trains_and_scores_every_frame(tmp_path: Path) ->
     metrics = train(hydra_job("train", [*data, *TINY_MNAD, "model=mnad_recon"], tmp_path / "run", tmp_path))
     assert metrics["frames"] == 9 + 8  # clip_len 1: no frame is dropped
     assert metrics["weights"] == {"psnr": -0.7, "feature_distance": 0.3}
+
+
+def test_sample_panels_add_the_memory_distance_map() -> None:
+    torch.manual_seed(0)
+    model = tiny_mnad().eval()
+    batch = {"frames": moving_blobs(2, 3, 32)}
+    with torch.no_grad():
+        shown = model.sample_panels(batch)
+        distance = model.frame_signals(batch)["feature_distance"]
+    assert list(shown) == ["last input", "prediction", "target", "error", "memory distance"]
+    assert shown["memory distance"].kind == "heatmap"
+    assert shown["memory distance"].data.shape == (2, 4, 4)  # the query map of 32x32 frames (three poolings)
+    torch.testing.assert_close(shown["memory distance"].data.mean(dim=(1, 2)), distance)

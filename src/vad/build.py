@@ -6,31 +6,50 @@ folder and to every tracker of the trainer (``vad.tracking``).
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from vad import report, tracking
-from vad.callbacks import NonFiniteCheckpoint, sample_rows
+from vad.callbacks import NonFiniteCheckpoint
 from vad.checkpoint_io import AtomicCheckpointIO
-from vad.errors import ConfigError
-from vad.flow import build_flow
-from vad.methods.base import VADModule
+from vad.errors import ConfigError, unwrapped_constructor_errors
+from vad.methods.base import FrozenNet, VADModule
+
+
+def build_frozen_nets(cfg: DictConfig, declared: Mapping[str, FrozenNet]) -> dict[str, nn.Module]:
+    """The auxiliary frozen nets a method declares, each built from its config group (``cfg[spec.group]``).
+
+    A group set to a ``none`` config (instantiating to None) or absent gives no net; the method decides whether it
+    needs one. A constructor's VadError (a missing checkpoint, a bad option) is raised as it is.
+    """
+    nets: dict[str, nn.Module] = {}
+    for name, spec in declared.items():
+        node = cfg.get(spec.group)
+        if node is None:
+            continue
+        with unwrapped_constructor_errors():
+            net = instantiate(node, _convert_="all")
+        if net is not None:
+            nets[name] = net
+    return nets
 
 
 def build_model(cfg: DictConfig) -> VADModule:
-    """The method of ``cfg.model``; the flow estimator is passed to methods that take one."""
+    """The method of ``cfg.model``, given the auxiliary frozen nets it declares (``frozen_nets``) by name."""
     target = get_class(cfg.model._target_)
-    kwargs: dict[str, Any] = {}
-    if "flow" in inspect.signature(target.__init__).parameters:
-        kwargs["flow"] = build_flow(cfg.flow) if cfg.get("flow") is not None else None
-    model = instantiate(cfg.model, _convert_="all", **kwargs)
-    if not isinstance(model, VADModule):
+    if not (isinstance(target, type) and issubclass(target, VADModule)):
         raise ConfigError(f"model._target_={cfg.model._target_} is not a vad.methods.base.VADModule")
+    kwargs: dict[str, Any] = {}
+    if target.frozen_nets:
+        kwargs["frozen"] = build_frozen_nets(cfg, target.frozen_nets)
+    with unwrapped_constructor_errors():
+        model = instantiate(cfg.model, _convert_="all", **kwargs)
     model.run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": _group_choices()}
     return model
 
@@ -86,6 +105,6 @@ def test_and_report(
         meta.update({"checkpoint": ckpt_path, "checkpoint_selection": selection, "world_size": trainer.world_size})
         meta.update(tracking.describe(trainer.loggers))
         full_labels = {v.name: v.labels for v in datamodule.test_videos if v.labels is not None}
-        paths = report.write_report(run_dir, result, meta, full_labels, samples=sample_rows(model.test_samples))
+        paths = report.write_report(run_dir, result, meta, full_labels, samples=model.test_samples)
         tracking.publish_report(trainer.loggers, result, paths, step=trainer.global_step)
     return result

@@ -1,7 +1,7 @@
 """Lightning callbacks of the suite: checkpoints, training sample grids, and the state a non-finite loss leaves.
 
     <run>/checkpoints/last.ckpt        RunCheckpoint: the final state of training (and periodic step*.ckpt)
-    <run>/samples/step0000500.png      SampleGrids: last input / prediction / target / error heat map, every N steps
+    <run>/samples/step0000500.png      SampleGrids: the method's sample panels of the current batch, every N steps
     <run>/checkpoints/nonfinite_step0000123.ckpt   NonFiniteCheckpoint: the training state at the failing step
 
     callbacks = [SampleGrids(every_n_steps=500), NonFiniteCheckpoint("<run>/checkpoints")]
@@ -12,33 +12,15 @@ part of every training run (``vad.build.build_trainer`` adds it), since a diverg
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from vad import report, tracking
+from vad import panels, report, tracking
 from vad.methods.base import NonFiniteLossError, VADModule
-
-
-def sample_rows(samples: Mapping[str, np.ndarray] | None, count: int = 4) -> list[list[np.ndarray]]:
-    """Rows of [last input, prediction, target, error map] images for the sample grid, from (N, C, H, W) arrays in
-    [-1, 1]; the error map is the channel mean of |prediction - target|."""
-    if not samples:
-        return []
-
-    def image(x: np.ndarray) -> np.ndarray:
-        return x[0] if x.shape[0] == 1 else np.transpose(x, (1, 2, 0))
-
-    rows = []
-    for i in range(min(count, len(samples["target"]))):
-        error = np.abs(samples["prediction"][i] - samples["target"][i]).mean(axis=0)
-        rows.append([image(samples["input"][i]), image(samples["prediction"][i]), image(samples["target"][i]), error])
-    return rows
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -55,10 +37,12 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 class SampleGrids(Callback):
-    """Every ``every_n_steps`` iterations, draw the method's prediction of the current training batch.
+    """Every ``every_n_steps`` iterations, draw the method's sample panels (``VADModule.sample_panels``: frames,
+    predictions, flows, error maps, ...) of the current training batch.
 
-    The grid (``rows`` samples of the batch) is written to ``<run>/samples/step<global_step>.png`` and logged as
-    ``train/samples`` to every tracker that shows images. Runs on global rank 0 only, in eval mode without gradients.
+    The grid (``rows`` samples of the batch, each row titled with its video and frame index) is written to
+    ``<run>/samples/step<global_step>.png`` and logged as ``train/samples`` to every tracker that shows images. Runs on
+    global rank 0 only, in eval mode without gradients.
     """
 
     def __init__(self, every_n_steps: int = 500, rows: int = 4) -> None:
@@ -77,11 +61,11 @@ class SampleGrids(Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            images = {k: v.detach().float().cpu().numpy() for k, v in pl_module.sample_images(part).items()}
+            grid = panels.render(pl_module.sample_panels(part), part["video"], part["index"], self.rows)
         pl_module.train(was_training)
         path = Path(trainer.default_root_dir) / "samples" / f"step{step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        report.plot_sample_grid(path, sample_rows(images, self.rows))
+        report.plot_sample_grid(path, grid.rows, row_titles=grid.titles, heatmaps=grid.heatmaps)
         tracking.publish_images(trainer.loggers, {"train/samples": path}, step)
 
 

@@ -5,7 +5,7 @@
       metrics.json             micro/macro AUC, EER, AP, raw AUC, per-video AUCs, counts, protocol + run metadata
       score_curves.png         per-video anomaly score, ground-truth anomalous ranges shaded
       roc.png                  the micro ROC curve
-      samples.png              rows of input / prediction / target / error heat map (when samples are given)
+      samples.png              the method's sample panels (frames, predictions, flows, error maps), when given
 
     paths = write_report(run_dir, result, run_metadata() | {"checkpoint_selection": "last"}, full_labels)
     print(format_summary(result, "ffp on ped2"))
@@ -35,6 +35,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import vad
+from vad.panels import SampleGrid
 from vad.scoring import ProtocolResult
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 _PANEL_INCHES = (4.0, 2.2)  # one score-curve subplot
 _SAMPLE_INCHES = 2.5  # one sample-grid cell
 _DPI = 100
-#: column titles of positional sample rows
-SAMPLE_COLUMNS = ("last input", "prediction", "target", "error")
 
 
 @contextmanager
@@ -233,30 +232,22 @@ def _panel(image: np.ndarray, heatmap: bool, what: str) -> np.ndarray:
     return np.clip((arr + 1.0) / 2.0, 0.0, 1.0)
 
 
-def _named(row: Mapping[str, np.ndarray] | Sequence[np.ndarray], r: int) -> Mapping[str, np.ndarray]:
-    if isinstance(row, Mapping):
-        return row
-    if len(row) != len(SAMPLE_COLUMNS):
-        raise ValueError(f"sample row {r}: {len(row)} images; give {list(SAMPLE_COLUMNS)} or a name -> image mapping")
-    return dict(zip(SAMPLE_COLUMNS, row, strict=True))
-
-
 def plot_sample_grid(
     path: Path,
-    rows: Sequence[Mapping[str, np.ndarray] | Sequence[np.ndarray]],
+    rows: Sequence[Mapping[str, np.ndarray]],
     *,
     row_titles: Sequence[str] | None = None,
     heatmaps: Collection[str] = ("error",),
 ) -> Path:
-    """A grid of sample images, one row per sample: a name -> image mapping (one column per key), or the four images
-    of :data:`SAMPLE_COLUMNS` (last input, prediction, target, error map) in that order.
+    """A grid of sample images, one row per sample, one column per key of the row's name -> image mapping (the
+    rows of a ``vad.panels.SampleGrid``).
 
     Images are (H, W), (H, W, 1) or (H, W, 3) RGB in [-1, 1]; columns named in ``heatmaps`` are error maps >= 0,
-    drawn with a colour map scaled to their own maximum. Every row must have the same columns.
+    drawn with a colour map scaled to their own maximum. Every row must have the same columns. ``row_titles`` label
+    the rows (the video and frame index of each sample).
     """
     if not rows:
         raise ValueError("plot_sample_grid: no sample rows given")
-    rows = [_named(row, r) for r, row in enumerate(rows)]
     columns = list(rows[0])
     if row_titles is not None and len(row_titles) != len(rows):
         raise ValueError(f"plot_sample_grid: {len(row_titles)} row titles for {len(rows)} rows")
@@ -345,11 +336,11 @@ def write_report(
     result: ProtocolResult,
     meta: Mapping[str, object],
     full_labels: Mapping[str, np.ndarray] | None,
-    samples: Sequence[Mapping[str, np.ndarray] | Sequence[np.ndarray]] | None = None,
-    sample_titles: Sequence[str] | None = None,
+    samples: SampleGrid | None = None,
 ) -> dict[str, Path]:
-    """Write scores.csv, metrics.json, score_curves.png, roc.png and (with ``samples``) samples.png into
-    ``run_dir``; returns name -> path (``scores``, ``metrics``, ``score_curves``, ``roc``, ``samples``)."""
+    """Write scores.csv, metrics.json, score_curves.png, roc.png and (with ``samples``, the rendered sample panels of
+    the test) samples.png into ``run_dir``; returns name -> path (``scores``, ``metrics``, ``score_curves``, ``roc``,
+    ``samples``)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -359,5 +350,7 @@ def write_report(
         "roc": plot_roc(run_dir / "roc.png", result),
     }
     if samples:
-        paths["samples"] = plot_sample_grid(run_dir / "samples.png", samples, row_titles=sample_titles)
+        paths["samples"] = plot_sample_grid(
+            run_dir / "samples.png", samples.rows, row_titles=samples.titles, heatmaps=samples.heatmaps
+        )
     return paths

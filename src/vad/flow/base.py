@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from vad import config_dir
-from vad.errors import ConfigError, VadError
+from vad.errors import ConfigError, unwrapped_constructor_errors
 
 # ITU-R BT.601 luma weights, the ones OpenCV's RGB -> grey conversion uses, so grey frames from the frame cache and
 # grey frames converted here agree.
@@ -102,13 +101,8 @@ def build_flow(config: str | Mapping[str, Any] | DictConfig, **overrides: Any) -
         node = OmegaConf.create(dict(node))
     if "_target_" not in node:
         raise ConfigError(f"flow config {OmegaConf.to_yaml(node).strip()!r} has no _target_; use one of conf/flow/")
-    try:
+    with unwrapped_constructor_errors():
         estimator = instantiate(node, **overrides)
-    except InstantiationException as error:
-        # Hydra wraps the constructor's exception; a user-facing error reads better unwrapped.
-        if isinstance(error.__cause__, VadError):
-            raise error.__cause__ from None
-        raise
     if estimator is not None and not isinstance(estimator, FlowEstimator):
         raise ConfigError(f"flow._target_={node._target_}: builds a {type(estimator).__name__}, not a FlowEstimator")
     return estimator

@@ -1,13 +1,22 @@
-"""The shared base of every method: manual optimisation helpers, the test loop and the scoring hand-off.
+"""The shared base of every method: declarations checked once, frozen helper nets, the G/D step, the test loop.
 
-A method subclasses :class:`VADModule`, builds its nets and optimisers, and implements
+A method subclasses :class:`VADModule` (or :class:`FramePredictor`, a generator predicting the target frame with an
+optional LSGAN PatchGAN discriminator) and declares what it is:
 
-- ``training_step``: its generator / discriminator / extra steps, in its paper's order, through :meth:`optimise`;
-- ``frame_signals(batch) -> {name: (N,) tensor}``: the per-frame signals of a test batch (e.g. ``psnr``);
-- ``sample_images(batch) -> {"input", "prediction", "target"}``: (N, C, H, W) in [-1, 1] for the sample grid.
+- ``signals``: the per-frame signals it emits (``psnr``, ``feature_distance``, ...);
+- ``loss_terms``: the terms ``model.loss`` may weight; an unknown term is refused with the valid ones listed;
+- ``frozen_nets``: named auxiliary nets it takes (a flow estimator for a loss, a feature extractor, ...), each built
+  by ``vad.build`` from a config group and held here outside the module tree (:class:`FrozenNet`);
+- ``task``: ``prediction`` (t = clip_len - 1 input frames, the last frame is the target) or ``reconstruction``
+  (clip_len 1); :meth:`VADModule.split_clip` cuts every clip the same way for every method.
 
-and, when its state evolves during the test (MNAD's memory), ``on_test_video_start(video_id)`` and
-``test_signals(batch)``: the test loop hands over each batch one video at a time, in frame order.
+and implements
+
+- ``training_step`` (a FramePredictor implements ``forward_clip`` and ``generator_terms`` instead);
+- ``predict(batch) -> (N, C, H, W)``: its output for the target frames; the default signal is the PSNR of it
+  (``frame_signals``), and the default sample panels show it (``sample_panels``, see ``vad.panels``);
+- when its state evolves during the test (MNAD's memory), ``on_test_video_start(video_id)`` and
+  ``test_signals(batch)``: the test loop hands over each batch one video at a time, in frame order.
 
 Everything else lives here once: the per-iteration learning-rate schedule, loss logging, validation on held-out
 normal videos, the test loop that collects every test frame's signals exactly once (also under DDP), and the
@@ -18,17 +27,21 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, NamedTuple
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch import nn
 
-from vad import scoring
+from vad import losses, panels, scoring
 from vad.errors import ConfigError, VadError
+from vad.nets.patch_discriminator import PatchDiscriminator
 
 #: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
 CONFIG_KEY = "vad_config"
@@ -36,6 +49,11 @@ CONFIG_KEY = "vad_config"
 
 class NonFiniteLossError(VadError, RuntimeError):
     """A loss became NaN or infinite; training stops (after a checkpoint is saved) with this message."""
+
+
+#: the Lightning releases whose manual-optimisation step counting :func:`_uncounted` is tested on
+#: (tests/test_base.py); pyproject.toml pins this range
+LIGHTNING_TESTED = ">=2.5,<2.7"
 
 
 @contextmanager
@@ -46,7 +64,17 @@ def _uncounted(optimizer: LightningOptimizer) -> Iterator[None]:
     two steps per batch and every schedule expressed in iterations (``max_steps``, checkpoint intervals, logging) would
     run at half length. Only the method's primary optimiser counts; the precision / strategy handling of the step
     itself is unchanged.
+
+    Lightning offers no public switch for this: the step counter is advanced by the ``_on_before_step`` /
+    ``_on_after_step`` hooks its manual-optimisation loop installs on each LightningOptimizer, which are swapped for
+    no-ops here. A release without them fails here, loudly, instead of silently counting D steps; the behaviour is
+    tested (``tests/test_base.py``) for the releases of :data:`LIGHTNING_TESTED`.
     """
+    if not (hasattr(optimizer, "_on_before_step") and hasattr(optimizer, "_on_after_step")):
+        raise RuntimeError(
+            f"lightning {L.__version__}: LightningOptimizer has no _on_before_step/_on_after_step hooks, which vad "
+            f"uses to keep discriminator steps out of global_step; install lightning{LIGHTNING_TESTED}"
+        )
     before, after = optimizer._on_before_step, optimizer._on_after_step
     optimizer._on_before_step = optimizer._on_after_step = lambda: None
     try:
@@ -68,14 +96,61 @@ def split_by_video(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{k: v[a:b] for k, v in batch.items()} for a, b in itertools.pairwise(bounds)]
 
 
+TASKS = ("prediction", "reconstruction")
+
+
+@dataclass(frozen=True)
+class FrozenNet:
+    """An auxiliary frozen net a method takes, declared in its ``frozen_nets`` under the name it uses.
+
+    Args:
+        group: the config group (top-level config key) ``vad.build`` builds it from, e.g. ``flow``.
+        what: what it is, for messages ("flow estimator").
+        terms: the loss terms that use it: with a non-zero weight on one of them the net is required.
+        gradient: those terms backpropagate through the net into the method's output, so a net that is not
+            differentiable (``differentiable = False``, e.g. OpenCV's DIS flow) is refused: its term would train
+            nothing.
+        kind: the class the net must be an instance of.
+        choices: the config choices that provide a suitable net, for messages ("flow=lk or flow=flownet2sd").
+    """
+
+    group: str
+    what: str
+    terms: tuple[str, ...] = ()
+    gradient: bool = False
+    kind: type = nn.Module
+    choices: str = ""
+
+
+class Clip(NamedTuple):
+    """A clip cut for a method: ``inputs`` (N, t, C, H, W), ``last`` input frame and ``target`` (N, C, H, W).
+
+    For reconstruction (clip_len 1) ``inputs`` is the target itself as a one-frame sequence.
+    """
+
+    inputs: torch.Tensor
+    last: torch.Tensor
+    target: torch.Tensor
+
+    @property
+    def stacked(self) -> torch.Tensor:
+        """The input frames stacked on channels: (N, t * C, H, W)."""
+        return self.inputs.flatten(1, 2)
+
+
 class VADModule(L.LightningModule):
     """Base LightningModule of the suite's methods (manual optimisation).
 
     Args:
         channels: image channels (1 grey, 3 RGB).
         clip_len: frames per item: the method's input frames plus the target frame (1 for reconstruction).
-        loss: flat mapping term -> weight; a 0 weight skips the term, every computed term is logged unweighted.
-        score: signed fusion weights of the per-frame signals (see ``vad.scoring.fuse``).
+        loss: flat mapping term -> weight over ``loss_terms`` (default ``default_loss``); a 0 weight skips the term,
+            every computed term is logged unweighted.
+        score: signed fusion weights of the per-frame signals (see ``vad.scoring.fuse``; default ``default_score``).
+        frozen: the auxiliary frozen nets by name (see ``frozen_nets``), as ``vad.build`` hands them over. They are
+            held outside the module tree: not saved in checkpoints, not seen by DDP, never optimised, and moved
+            with the module by ``.to()``.
+        task: ``prediction`` or ``reconstruction`` (default: the class's ``task``); decides the valid clip lengths.
         grad_clip: max gradient norm applied to every optimiser step, or None.
         channels_last: keep the nets' 4-D weights in channels-last memory format, so convolutions run NHWC (faster
             with oneDNN on CPU and with tensor cores on GPU). A method whose nets reshape feature maps with ``view``
@@ -84,6 +159,15 @@ class VADModule(L.LightningModule):
 
     #: names of the per-frame signals :meth:`frame_signals` returns
     signals: tuple[str, ...] = ()
+    #: the loss terms ``model.loss`` may weight
+    loss_terms: tuple[str, ...] = ()
+    #: the loss weights and score weights used when none are given
+    default_loss: ClassVar[Mapping[str, float]] = {}
+    default_score: ClassVar[Mapping[str, float]] = {"psnr": -1.0}
+    #: auxiliary frozen nets the method takes, by name
+    frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {}
+    #: ``prediction`` (clip_len >= 2: t inputs + the target) or ``reconstruction`` (clip_len 1)
+    task: str = "prediction"
     #: False for methods without trainable weights (e.g. the copy-last baseline): they are evaluated, not trained
     trainable: bool = True
 
@@ -92,8 +176,10 @@ class VADModule(L.LightningModule):
         *,
         channels: int,
         clip_len: int,
-        loss: Mapping[str, float],
-        score: Mapping[str, float],
+        loss: Mapping[str, float] | None = None,
+        score: Mapping[str, float] | None = None,
+        frozen: Mapping[str, nn.Module | None] | None = None,
+        task: str | None = None,
         grad_clip: float | None = None,
         channels_last: bool = False,
     ) -> None:
@@ -102,29 +188,116 @@ class VADModule(L.LightningModule):
         self.channels_last = channels_last
         if channels not in (1, 3):
             raise ConfigError(f"model.channels must be 1 or 3, got {channels}")
-        if clip_len < 1:
-            raise ConfigError(f"model.clip_len must be >= 1, got {clip_len}")
+        self.task = self.task if task is None else task
+        if self.task not in TASKS:
+            raise ConfigError(f"model.task={self.task!r} is not one of {list(TASKS)}")
         self.channels = channels
-        self.clip_len = clip_len
-        self.loss_weights = {name: float(w) for name, w in loss.items()}
-        self.score_weights = scoring.check_weights(score, self.signals)
+        self.clip_len = self._check_clip_len(clip_len)
+        self.loss_weights = self._check_loss(self.default_loss if loss is None else loss)
+        self.score_weights = scoring.check_weights(self.default_score if score is None else score, self.signals)
+        self._frozen = self._check_frozen(dict(frozen or {}))
         self.grad_clip = grad_clip
         self._test_records: list[dict[str, np.ndarray]] = []
-        self._samples: dict[str, torch.Tensor] | None = None
         self._test_video: int | None = None
         self.test_result: scoring.ProtocolResult | None = None
-        self.test_samples: dict[str, np.ndarray] | None = None
+        #: the sample grid of the test's first frames, for the report
+        self.test_samples: panels.SampleGrid | None = None
         self.run_config: dict[str, Any] | None = None
         self._schedulers_at: int | None = None  # global_step the step-interval schedulers were last stepped for
 
+    # ------------------------------------------------------------------ declarations, checked once
+    def _check_clip_len(self, clip_len: int) -> int:
+        if self.task == "reconstruction" and clip_len != 1:
+            raise ConfigError(
+                f"model.clip_len must be 1 for reconstruction (the frame is its own target), got {clip_len}"
+            )
+        if self.task == "prediction" and clip_len < 2:
+            raise ConfigError(f"model.clip_len must be >= 2 for frame prediction (t inputs + 1 target), got {clip_len}")
+        return clip_len
+
+    def _check_loss(self, loss: Mapping[str, float]) -> dict[str, float]:
+        name = type(self).__name__
+        unknown = sorted(set(loss) - set(self.loss_terms))
+        if unknown:
+            raise ConfigError(f"model.loss has unknown term(s) {unknown}; {name}'s terms are {list(self.loss_terms)}")
+        weights = {}
+        for term, weight in loss.items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise ConfigError(f"model.loss.{term}={weight!r} is not a finite number; give the term a weight")
+            weights[term] = float(weight)
+        return weights
+
+    def _check_frozen(self, given: dict[str, nn.Module | None]) -> dict[str, nn.Module]:
+        name = type(self).__name__
+        unknown = sorted(set(given) - set(self.frozen_nets))
+        if unknown:
+            raise ConfigError(f"{name} takes no frozen net(s) {unknown}; it takes {list(self.frozen_nets) or 'none'}")
+        held: dict[str, nn.Module] = {}
+        for key, spec in self.frozen_nets.items():
+            net = given.get(key)
+            used = [(t, self.weight(t)) for t in spec.terms if self.weight(t) != 0]
+            fix = f"choose {spec.choices}, or " if spec.choices else ""
+            if net is None:
+                if used:
+                    term, weight = used[0]
+                    raise ConfigError(
+                        f"model.loss.{term}={weight} needs a {spec.what} (config group {spec.group}): "
+                        f"{fix}set model.loss.{term}=0"
+                    )
+                continue
+            if not isinstance(net, spec.kind):
+                raise ConfigError(f"{spec.group}: builds a {type(net).__name__}, not a {spec.kind.__name__}")
+            if spec.gradient and used and not getattr(net, "differentiable", True):
+                term, weight = used[0]
+                raise ConfigError(
+                    f"model.loss.{term}={weight} backpropagates through the {spec.what}, but {type(net).__name__} "
+                    f"({spec.group}) is not differentiable, so the term would give no gradient: {fix}set "
+                    f"model.loss.{term}=0"
+                )
+            held[key] = net.eval().requires_grad_(False)
+        return held
+
+    def frozen_net(self, name: str) -> nn.Module | None:
+        """The auxiliary frozen net ``name`` (one of ``frozen_nets``), or None when none was given."""
+        if name not in self.frozen_nets:
+            raise KeyError(f"{type(self).__name__} declares no frozen net {name!r}; it has {list(self.frozen_nets)}")
+        return self._frozen.get(name)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> VADModule:
+        # The frozen nets are not submodules; they follow every .to() / .half() / memory-format change here.
+        super()._apply(fn, *args, **kwargs)
+        for net in self._frozen.values():
+            net._apply(fn, *args, **kwargs)
+        return self
+
+    def split_clip(self, frames: torch.Tensor) -> Clip:
+        """(N, T, C, H, W) clip in [-1, 1] -> :class:`Clip`: for prediction the first T - 1 frames are the inputs and
+        the last one the target; for reconstruction the one frame is both."""
+        target = frames[:, -1]
+        if self.task == "reconstruction":
+            return Clip(frames[:, -1:], target, target)
+        return Clip(frames[:, :-1], frames[:, -2], target)
+
     # ------------------------------------------------------------------ methods implement these
-    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Per-frame signals of a test batch: name -> (N,) float tensor."""
+    def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The method's output for the target frames of a batch: (N, C, H, W) in [-1, 1]."""
         raise NotImplementedError
 
-    def sample_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Images for the sample grid: ``input`` (last input frame), ``prediction``, ``target``, each (N, C, H, W)."""
-        raise NotImplementedError
+    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-frame signals of a test batch: name -> (N,) float tensor; by default the PSNR of :meth:`predict`."""
+        return {"psnr": losses.psnr(self.predict(batch).float(), batch["frames"][:, -1].float())}
+
+    def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:
+        """Named panels of a batch for the sample grids (``vad.panels``); by default the last input frame, the
+        output of :meth:`predict`, the target and the error map. A method adds its own (flows, memories, ...)."""
+        clip = self.split_clip(batch["frames"])
+        prediction = self.predict(batch)
+        return {
+            "last input": panels.image(clip.last),
+            "prediction": panels.image(prediction),
+            "target": panels.image(clip.target),
+            "error": panels.error_map(prediction, clip.target),
+        }
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -244,7 +417,7 @@ class VADModule(L.LightningModule):
     # ------------------------------------------------------------------ test: every frame once, then the protocol
     def on_test_epoch_start(self) -> None:
         self._test_records = []
-        self._samples = None
+        self.test_samples = None
         self.test_result = None
         self._test_video = None
 
@@ -264,8 +437,8 @@ class VADModule(L.LightningModule):
             for name, value in signals.items():
                 record[name] = value.detach().float().cpu().numpy()
             self._test_records.append(record)
-            if self._samples is None:
-                self._samples = {k: v.detach().float().cpu() for k, v in self.sample_images(part).items()}
+            if self.test_samples is None:
+                self.test_samples = panels.render(self.sample_panels(part), part["video"], part["index"])
 
     def _gather_records(self) -> dict[str, np.ndarray]:
         """Concatenate this rank's records and, under DDP, every rank's (a rank may hold none); duplicates removed."""
@@ -294,8 +467,160 @@ class VADModule(L.LightningModule):
             label_source=datamodule.label_source,
         )
         self.test_result = result
-        self.test_samples = {k: v.numpy() for k, v in (self._samples or {}).items()}
         for name in ("auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw"):
             value = getattr(result, name)
             if value is not None and not math.isnan(value):
                 self.log(f"test/{name}", float(value), rank_zero_only=True)
+
+
+class Prediction(NamedTuple):
+    """What a :class:`FramePredictor`'s generator makes of a clip: the predicted target ``frame`` (N, C, H, W) in
+    [-1, 1] and whatever else its loss terms or sample panels need (``extras``: name -> tensor)."""
+
+    frame: torch.Tensor
+    extras: Mapping[str, torch.Tensor] = MappingProxyType({})
+
+
+class FramePredictor(VADModule):
+    """A generator that predicts the target frame of a clip, with an optional LSGAN PatchGAN discriminator.
+
+    Per iteration: one generator step on the weighted sum of ``generator_terms`` plus, when
+    ``model.loss.adversarial`` is not 0, the LSGAN term mean((D(P) - 1)^2 / 2); then one discriminator step on the
+    real target against the detached prediction, mean((D(G) - 1)^2 / 2) + mean(D(P)^2 / 2), which does not advance
+    ``global_step`` (iterations count generator steps). Adam for both nets; both learning rates are multiplied by
+    ``gamma`` after each of ``milestones`` (iterations).
+
+    A subclass declares ``signals`` / ``loss_terms`` / ``default_loss`` (with ``adversarial`` among the terms when it
+    is trained adversarially) and implements
+
+    - ``build_generator(config) -> nn.Module``: its generator from ``model.generator``, called once here before the
+      discriminator is built (``self.channels`` and ``self.clip_len`` are set);
+    - ``forward_clip(clip) -> Prediction``: the generator on a :class:`Clip`;
+    - ``generator_terms(prediction, clip) -> {term: scalar}``: its unweighted terms, skipping a term whose weight
+      is 0; the adversarial term is added here.
+
+    Args:
+        generator: keyword arguments of the generator (``build_generator``).
+        discriminator: keyword arguments of :class:`vad.nets.PatchDiscriminator`; not built when the adversarial
+            weight is 0.
+        optim: ``lr_g``, ``lr_d``, ``betas``, ``milestones`` (iterations), ``gamma`` (default ``default_optim``).
+        Others: see :class:`VADModule`.
+    """
+
+    default_optim: ClassVar[Mapping[str, Any]] = {
+        "lr_g": 1e-4,
+        "lr_d": 1e-5,
+        "betas": (0.9, 0.999),
+        "milestones": (),
+        "gamma": 0.1,
+    }
+
+    def __init__(
+        self,
+        *,
+        channels: int,
+        clip_len: int,
+        generator: Mapping[str, Any] | None = None,
+        discriminator: Mapping[str, Any] | None = None,
+        loss: Mapping[str, float] | None = None,
+        optim: Mapping[str, Any] | None = None,
+        score: Mapping[str, float] | None = None,
+        frozen: Mapping[str, nn.Module | None] | None = None,
+        grad_clip: float | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(
+            channels=channels,
+            clip_len=clip_len,
+            loss=loss,
+            score=score,
+            frozen=frozen,
+            grad_clip=grad_clip,
+            channels_last=channels_last,
+        )
+        unknown = sorted(set(optim or {}) - set(self.default_optim))
+        if unknown:
+            raise ConfigError(f"model.optim has unknown key(s) {unknown}; valid: {list(self.default_optim)}")
+        self.optim = dict(self.default_optim) | dict(optim or {})
+        self.generator = self.build_generator(dict(generator or {}))
+        self.discriminator = (
+            PatchDiscriminator(channels, **(discriminator or {})) if self.weight("adversarial") != 0 else None
+        )
+
+    # ------------------------------------------------------------------ subclasses implement these
+    def build_generator(self, config: dict[str, Any]) -> nn.Module:
+        """The generator from the ``model.generator`` keyword arguments."""
+        raise NotImplementedError
+
+    def forward_clip(self, clip: Clip) -> Prediction:
+        """The generator's prediction of ``clip.target`` from ``clip.inputs``."""
+        raise NotImplementedError
+
+    def generator_terms(self, prediction: Prediction, clip: Clip) -> dict[str, torch.Tensor]:
+        """Unweighted generator loss terms except the adversarial one; a term whose weight is 0 is not computed."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    @property
+    def input_frames(self) -> int:
+        """t, the number of input frames of a clip."""
+        return self.clip_len - 1 if self.task == "prediction" else 1
+
+    def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.forward_clip(self.split_clip(batch["frames"])).frame
+
+    def configure_optimizers(self) -> Any:
+        betas = tuple(self.optim["betas"])
+        milestones: Sequence[int] = list(self.optim["milestones"] or [])
+        optimizers = [torch.optim.Adam(self.generator.parameters(), lr=self.optim["lr_g"], betas=betas)]
+        if self.discriminator is not None:
+            optimizers.append(torch.optim.Adam(self.discriminator.parameters(), lr=self.optim["lr_d"], betas=betas))
+        schedulers = [
+            {
+                "scheduler": torch.optim.lr_scheduler.MultiStepLR(
+                    opt, milestones=milestones, gamma=self.optim["gamma"]
+                ),
+                "interval": "step",
+                "name": f"lr-{net}",
+            }
+            for opt, net in zip(optimizers, ("generator", "discriminator"), strict=False)
+        ]
+        return optimizers, schedulers
+
+    def all_generator_terms(self, prediction: Prediction, clip: Clip) -> dict[str, torch.Tensor]:
+        """``generator_terms`` plus the adversarial term when its weight is not 0."""
+        terms = self.generator_terms(prediction, clip)
+        if self.weight("adversarial"):
+            terms["adversarial"] = losses.lsgan_generator_loss(self.discriminator(prediction.frame))
+        return terms
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        clip = self.split_clip(batch["frames"])
+        n = clip.target.shape[0]
+        optimizers = self.optimizers()
+        opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
+
+        # Generator step. D's parameters are excluded from the graph (toggle) so G's adversarial term leaves no
+        # gradient in D, and the D step below zeroes D's gradients before its own backward anyway.
+        self.toggle_optimizer(opt_g)
+        prediction = self.forward_clip(clip)
+        terms = self.all_generator_terms(prediction, clip)
+        loss_g = self.weighted_sum(terms)
+        self.optimise(opt_g, loss_g)
+        self.untoggle_optimizer(opt_g)
+        logged = dict(terms)
+        logged["g"] = loss_g
+
+        # Discriminator step on the detached prediction; it does not advance global_step (iterations count G steps).
+        if self.discriminator is not None:
+            opt_d = optimizers[1]
+            self.toggle_optimizer(opt_d)
+            loss_d = losses.lsgan_discriminator_loss(
+                self.discriminator(clip.target), self.discriminator(prediction.frame.detach())
+            )
+            self.check_finite({"discriminator": loss_d})
+            self.optimise(opt_d, loss_d, counts_as_step=False)
+            self.untoggle_optimizer(opt_d)
+            logged["d"] = loss_d
+        self.log_terms(logged, batch_size=n)
+        self.log("train/loss", loss_g.detach(), prog_bar=True, batch_size=n, on_step=True, on_epoch=False)

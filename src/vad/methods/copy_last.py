@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from vad import losses
 from vad.errors import ConfigError
 from vad.methods.base import VADModule
 
@@ -33,9 +32,7 @@ class CopyLast(VADModule):
     trainable = False
 
     def __init__(self, *, channels: int = 3, clip_len: int = 5, score: Mapping[str, float] | None = None) -> None:
-        if clip_len < 2:
-            raise ConfigError(f"model.clip_len must be >= 2 for copy_last (previous frame + target), got {clip_len}")
-        super().__init__(channels=channels, clip_len=clip_len, loss={}, score=score or {"psnr": -1.0})
+        super().__init__(channels=channels, clip_len=clip_len, score=score)
         self.save_hyperparameters()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -46,10 +43,5 @@ class CopyLast(VADModule):
     def configure_optimizers(self) -> None:
         return None
 
-    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        frames = batch["frames"]
-        return {"psnr": losses.psnr(frames[:, -2].float(), frames[:, -1].float())}
-
-    def sample_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        frames = batch["frames"]
-        return {"input": frames[:, -2], "prediction": frames[:, -2], "target": frames[:, -1]}
+    def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.split_clip(batch["frames"]).last

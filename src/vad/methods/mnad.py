@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from vad import losses
+from vad import losses, panels
 from vad.errors import ConfigError
 from vad.methods.base import VADModule
 from vad.nets import Memory, MemoryRead, MNADDecoder, MNADEncoder
 
-TASKS = ("prediction", "reconstruction")
 ANNEALING = ("step", "epoch", "none")
 BETWEEN_VIDEOS = ("carry", "reset")
 
@@ -66,6 +65,8 @@ class MNAD(VADModule):
 
     signals = ("psnr", "feature_distance")
     loss_terms = ("intensity", "compactness", "separateness")
+    default_loss: ClassVar[Mapping[str, float]] = {"intensity": 1.0, "compactness": 0.1, "separateness": 0.1}
+    default_score: ClassVar[Mapping[str, float]] = {"psnr": -0.6, "feature_distance": 0.4}
 
     def __init__(
         self,
@@ -81,24 +82,7 @@ class MNAD(VADModule):
         score: Mapping[str, float] | None = None,
         grad_clip: float | None = None,
     ) -> None:
-        loss = dict(loss or {"intensity": 1.0, "compactness": 0.1, "separateness": 0.1})
-        super().__init__(
-            channels=channels,
-            clip_len=clip_len,
-            loss=loss,
-            score=score or {"psnr": -0.6, "feature_distance": 0.4},
-            grad_clip=grad_clip,
-        )
-        unknown = sorted(set(loss) - set(self.loss_terms))
-        if unknown:
-            raise ConfigError(f"model.loss has unknown term(s) {unknown}; MNAD's terms are {list(self.loss_terms)}")
-        self.task = _choice("model.task", task, TASKS)
-        if self.task == "prediction" and clip_len < 2:
-            raise ConfigError(f"model.clip_len must be >= 2 for prediction (t inputs + 1 target), got {clip_len}")
-        if self.task == "reconstruction" and clip_len != 1:
-            raise ConfigError(
-                f"model.clip_len must be 1 for reconstruction (the frame is its own target), got {clip_len}"
-            )
+        super().__init__(channels=channels, clip_len=clip_len, loss=loss, score=score, task=task, grad_clip=grad_clip)
         self.optim = {"lr": 2e-4, "betas": (0.9, 0.999), "anneal": "step"} | dict(optim or {})
         _choice("model.optim.anneal", self.optim["anneal"], ANNEALING)
         self.test_memory = {"gamma": 0.01, "between_videos": "carry"} | dict(test_memory or {})
@@ -118,13 +102,6 @@ class MNAD(VADModule):
         self._test_items: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ forward
-    def split_clip(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, T, C, H, W) clip -> encoder input (N, (T-1)*C or C, H, W), last input frame, target (N, C, H, W)."""
-        target = frames[:, -1]
-        if self.task == "reconstruction":
-            return target, target, target
-        return frames[:, :-1].flatten(1, 2), frames[:, -2], target
-
     def decode(self, out: MemoryRead, skips: list[torch.Tensor]) -> torch.Tensor:
         """The decoder on concat[query, read]; the skips are used by the prediction decoder only."""
         return self.decoder(out.decoder_input(), skips if self.decoder.uses_skips else None)
@@ -170,7 +147,8 @@ class MNAD(VADModule):
         return terms
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        inputs, _, target = self.split_clip(batch["frames"])
+        clip = self.split_clip(batch["frames"])
+        inputs, target = clip.stacked, clip.target
         n = inputs.shape[0]
         output, out = self(inputs)
         terms = self.loss_terms_of(output, target, out)
@@ -190,13 +168,14 @@ class MNAD(VADModule):
 
     def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Signals with the trained memory, no update (validation)."""
-        inputs, _, target = self.split_clip(batch["frames"])
-        output, out = self(inputs)
-        return self.signals_of(output, target, out)
+        clip = self.split_clip(batch["frames"])
+        output, out = self(clip.stacked)
+        return self.signals_of(output, clip.target, out)
 
     def test_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Signals of one video's frames in order, with the gated memory update after each frame."""
-        inputs, _, target = self.split_clip(batch["frames"])
+        clip = self.split_clip(batch["frames"])
+        inputs, target = clip.stacked, clip.target
         items = self._current_items()
         gamma = self.test_memory["gamma"]
         if gamma is None:
@@ -215,10 +194,20 @@ class MNAD(VADModule):
         self._test_items = items
         return {name: torch.cat(values) for name, values in columns.items()}
 
-    def sample_images(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        inputs, last, target = self.split_clip(batch["frames"])
-        output, _ = self(inputs, self._current_items())
-        return {"input": last, "prediction": output, "target": target}
+    def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The decoder's output with the current memory (the test memory during a test), no update."""
+        output, _ = self(self.split_clip(batch["frames"]).stacked, self._current_items())
+        return output
+
+    def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:
+        """Last input, output, target, error map and the memory distance map: per query position, the mean over
+        the channels of (q - nearest item)^2 (the feature distance before its mean over the positions)."""
+        shown = super().sample_panels(batch)
+        _, out = self(self.split_clip(batch["frames"]).stacked, self._current_items())
+        n, _, *spatial = out.query_map.shape
+        distance = (out.queries - out.positive).square().mean(dim=1).reshape(n, *spatial)
+        shown["memory distance"] = panels.heatmap(distance)
+        return shown
 
     def _current_items(self) -> torch.Tensor:
         return self.memory.items if self._test_items is None else self._test_items
