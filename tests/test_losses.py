@@ -7,14 +7,21 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from vad.losses import (
+    MSSSIM_BETAS,
     PSNR_MIN_MSE,
     flow_loss,
+    gaussian_kl,
     gradient_loss,
     intensity_loss,
+    l1_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
+    msssim_betas,
+    msssim_loss,
+    msssim_scales,
     psnr,
     psnr_from_mse,
 )
@@ -169,3 +176,51 @@ def test_intensity_gradient_is_analytic() -> None:
     intensity_loss(pred, target).backward()
     # d/dP mean((P - G)^2) = 2 (P - G) / n
     torch.testing.assert_close(pred.grad, torch.tensor([[[[0.5, -0.5]]]]))
+
+
+def test_l1_and_per_sample_reductions() -> None:
+    pred = torch.tensor([[[[0.0, 0.5], [-1.0, 1.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    target = torch.tensor([[[[1.0, 0.5], [-0.5, 0.0]]], [[[1.0, 1.0], [1.0, 0.0]]]])
+    # absolute errors: sample 0: 1, 0, 0.5, 1 -> 0.625; sample 1: 0, 0, 0, 1 -> 0.25
+    torch.testing.assert_close(l1_loss(pred, target, "none"), torch.tensor([0.625, 0.25]))
+    assert l1_loss(pred, target).item() == pytest.approx(0.4375)
+    torch.testing.assert_close(intensity_loss(pred, target, "none"), torch.tensor([2.25 / 4, 0.25]))
+    for zero_pad in (True, False):
+        per_sample = gradient_loss(pred, target, zero_pad=zero_pad, reduction="none")
+        assert per_sample.shape == (2,)
+        assert per_sample.mean().item() == pytest.approx(gradient_loss(pred, target, zero_pad=zero_pad).item())
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none'"):
+        l1_loss(pred, target, "sum")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("size", "scales"), [(11, 1), (12, 2), (43, 2), (44, 3), (64, 3), (100, 4), (176, 5)])
+def test_msssim_scales_fit_the_image_size(size: int, scales: int) -> None:
+    assert msssim_scales(size) == scales
+    image = torch.rand(1, 1, size, size) * 2 - 1
+    msssim_loss(image, image * 0.5, scales)  # torchmetrics accepts it
+    if scales < 5:
+        with pytest.raises(Exception, match=r"."):
+            msssim_loss(image, image * 0.5, scales + 1)
+
+
+def test_msssim_loss_values() -> None:
+    torch.manual_seed(0)
+    a = torch.rand(2, 1, 64, 64) * 2 - 1
+    b = (a * 0.7 + 0.3 * (torch.rand(2, 1, 64, 64) * 2 - 1)).clamp(-1, 1)
+    torch.testing.assert_close(msssim_loss(a, a, 3, reduction="none"), torch.zeros(2))
+    # one scale: MS-SSIM is SSIM (its exponent renormalised to 1)
+    ssim = structural_similarity_index_measure((a + 1) / 2, (b + 1) / 2, data_range=1.0, reduction="none")
+    torch.testing.assert_close(msssim_loss(a, b, 1, reduction="none"), (1 - ssim) / 2)
+    assert msssim_loss(a, b, 3).item() == pytest.approx(msssim_loss(a, b, 3, reduction="none").mean().item())
+    assert msssim_betas(5) == pytest.approx(MSSSIM_BETAS, rel=2e-4)  # the published five sum to 0.9999
+    assert sum(msssim_betas(3)) == pytest.approx(1.0)
+    assert msssim_betas(3)[0] == pytest.approx(0.0448 / (0.0448 + 0.2856 + 0.3001))
+
+
+def test_gaussian_kl_exact() -> None:
+    mu = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, 0.0], [math.log(2.0), 0.0]])
+    # elements: 0, 0.5 | 0.5 (2 - 1 - ln 2), 0
+    expected = torch.tensor([0.25, 0.25 * (1 - math.log(2.0))])
+    torch.testing.assert_close(gaussian_kl(mu, logvar, "none"), expected)
+    assert gaussian_kl(mu, logvar).item() == pytest.approx(expected.mean().item())
