@@ -10,14 +10,18 @@
   is what one read returns.
 - ``MNADEncoder``, ``MNADDecoder``: MNAD's encoder and its decoder (with U-Net skips for prediction, without for
   reconstruction).
+- ``ConvLSTM``, ``ConvLSTMCell``: a convolutional LSTM stack and cell with explicit (h, c) state.
 """
 
+from vad.nets.convlstm import ConvLSTM, ConvLSTMCell
 from vad.nets.memory import Memory, MemoryRead
 from vad.nets.mnad import MNADDecoder, MNADEncoder
 from vad.nets.patch_discriminator import PatchDiscriminator
 from vad.nets.unet import DoubleConv, UNet, init_weights
 
 __all__ = [
+    "ConvLSTM",
+    "ConvLSTMCell",
     "DoubleConv",
     "MNADDecoder",
     "MNADEncoder",
