@@ -69,3 +69,18 @@ def hydra_job(config_name: str, overrides: Sequence[str], run_dir: Path, home: P
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def tiny_synthetic(root: Path) -> list[str]:
+    """Overrides for a small copy of the suite's synthetic scene (generated into ``root`` on first use): 2 training
+    and 2 test videos of 36 frames at 32x32 grey."""
+    return [
+        "dataset=synthetic",
+        f"dataset.root={root}",
+        "+dataset.generator.num_train=2",
+        "+dataset.generator.num_test=2",
+        "+dataset.generator.frames_per_video=36",
+        "+dataset.generator.size=[32,32]",
+        "dataset.image_size=[32,32]",
+        "dataset.eval_batch_size=8",
+    ]
