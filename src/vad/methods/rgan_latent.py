@@ -1,0 +1,38 @@
+"""r-GAN* — r-GAN with its recurrence in an autoencoder's latent space (Lu, Yu, Reddy, Wang, ECCV 2020,
+supplementary), which exists only in the paper.
+
+An autoencoder with the FFP U-Net's structure but no skip connections encodes each of the t = 3 input frames to a
+16x16x32 latent map (at 256x256); a ConvLSTM reads the latent maps in order, its state carried across the steps, and
+the decoder upsamples its final hidden state to the prediction of frame t+1 (:class:`vad.nets.autoencoder.
+RecurrentAutoencoder`). Everything else is r-GAN's (:mod:`vad.methods.rgan`): L1 + (1 - MS-SSIM)/2 + gradient
+difference + LSGAN PatchGAN, the per-frame prediction loss as the score, PSNR beside it, the released code's Adam
+settings.
+
+    python -m vad.train model=rgan_latent dataset=ped2            # or experiment=rgan_latent_ped2 trainer=gpu
+    python -m vad.train experiment=rgan_latent_ped2_cpu paths.data_dir=<folder holding ped2>
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from vad.methods.base import Clip, FramePredictor, Prediction
+from vad.methods.rgan import RGAN
+from vad.nets.autoencoder import RecurrentAutoencoder
+
+
+class RGANLatent(RGAN):
+    """r-GAN* (see the module docstring); the arguments are :class:`~vad.methods.rgan.RGAN`'s, with ``generator``
+    the keyword arguments of :class:`~vad.nets.autoencoder.RecurrentAutoencoder` (features, depth, latent, hidden,
+    kernel_size, norm, relu_after_upconv, init)."""
+
+    def build_generator(self, config: dict[str, Any]) -> nn.Module:
+        return RecurrentAutoencoder(self.channels, **config)
+
+    def forward_clip(self, clip: Clip) -> Prediction:
+        return Prediction(self.generator(clip.inputs))
+
+    # last input, prediction, target, error map: there are no per-frame predictions to show
+    sample_panels = FramePredictor.sample_panels
