@@ -43,6 +43,9 @@ def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path, capsys:
         assert (run / name).is_file(), name
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["checkpoint_selection"] == "last"
+    assert saved["train_steps"] == 3
+    assert saved["train_seconds"] > 0
+    assert saved["test_seconds"] > 0
     assert saved["label_source"] == "testing/labels (per-video .npy)"
     assert saved["frames"] == metrics["frames"] == (9 - 4) + (8 - 4)
     header = (run / "scores.csv").read_text().splitlines()[0]

@@ -92,6 +92,9 @@ def test_run_metadata_reports_versions_and_commit():
     assert meta["versions"]["torch"].startswith("2.")
     commit = meta["git_commit"]
     assert commit is None or (len(commit) == 40 and isinstance(meta["git_dirty"], bool))
+    assert meta["machine"]["cpu_count"] >= 1
+    assert meta["machine"]["torch_threads"] >= 1
+    assert isinstance(meta["machine"]["cpu"], str)
     json.dumps(meta)
 
 

@@ -6,6 +6,7 @@ folder and to every tracker of the trainer (``vad.tracking``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,15 @@ def test_and_report(
 ) -> Any:
     """Test ``model`` (weights of ``ckpt_path`` when given), write the report into ``run_dir`` and publish it to the
     trainer's trackers (rank 0). ``meta`` is recorded in metrics.json with the checkpoint, the world size and the
-    tracker runs."""
+    tracker runs, and the test's wall time (``test_seconds``)."""
+    start = time.perf_counter()
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    seconds = time.perf_counter() - start
     result = model.test_result
     if trainer.is_global_zero and result is not None:
         meta = dict(meta)
         meta.update({"checkpoint": ckpt_path, "checkpoint_selection": selection, "world_size": trainer.world_size})
+        meta["test_seconds"] = round(seconds, 3)
         meta.update(tracking.describe(trainer.loggers))
         full_labels = {v.name: v.labels for v in datamodule.test_videos if v.labels is not None}
         paths = report.write_report(run_dir, result, meta, full_labels, samples=model.test_samples)

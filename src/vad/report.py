@@ -132,9 +132,36 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip()
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, object]:
+    """What ran the job: CPU model, logical cores, torch's intra-op threads, and the CUDA devices (name) if any."""
+    import torch
+
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "platform": platform.platform(),
+    }
+
+
 def run_metadata() -> dict[str, object]:
     """Versions (python, torch, lightning, vad, numpy, scikit-learn), the vad checkout's git commit and whether it had
-    uncommitted changes (None when vad is not run from a git checkout), and the UTC time."""
+    uncommitted changes (None when vad is not run from a git checkout), the machine (:func:`machine`) and the UTC
+    time."""
     root = Path(vad.__file__).resolve().parents[2]
     top = _git(root, "rev-parse", "--show-toplevel")
     in_checkout = top is not None and Path(top).resolve() == root
@@ -152,6 +179,7 @@ def run_metadata() -> dict[str, object]:
         },
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
+        "machine": machine(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -17,6 +17,7 @@ uninterrupted one. A non-finite loss stops training with the step and term, afte
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"model={cfg.model._target_} has no weights to train; use `python -m vad.evaluate` instead")
     trainer = build_trainer(cfg, run_dir)
     with tracking.finishing(trainer.loggers):
+        start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        fit_seconds = time.perf_counter() - start
         digests = replica_digests(model)
         if len(set(digests)) > 1:
             raise RuntimeError(f"the DDP replicas' weights differ after training (digest per rank: {digests})")
@@ -72,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "task": "train",
             "resumed_from": resume,
             "replica_digests": digests,
+            "train_seconds": round(fit_seconds, 3),  # this process's fit (a resumed run: since the resume)
+            "train_steps": trainer.global_step,
         }
         result = test_and_report(trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection="last", meta=meta)
     if result is None:
