@@ -59,7 +59,7 @@ def make_model(args: argparse.Namespace) -> FFP:
         discriminator={"features": [2 * args.features, 4 * args.features, 8 * args.features, 8 * args.features]},
         loss={"intensity": 1.0, "gradient": 1.0, "flow": 2.0 if args.flow == "lk" else 0.0, "adversarial": 0.05},
         optim={"lr_g": 1e-4, "lr_d": 1e-5, "milestones": [10**9]},
-        flow=LucasKanade() if args.flow == "lk" else None,
+        frozen={"flow": LucasKanade() if args.flow == "lk" else None},
     )
 
 
@@ -89,16 +89,18 @@ class PlainFFP:
     def step(self, frames: torch.Tensor) -> None:
         m = self.model
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            inputs, last, target = m.split_clip(frames)
+            clip = m.split_clip(frames)
+            target = clip.target
             m.discriminator.requires_grad_(False)
-            prediction = m.generator(inputs)
-            loss_g = m.weighted_sum(m.generator_terms(prediction, target, last))
+            prediction = m.forward_clip(clip)
+            loss_g = m.weighted_sum(m.all_generator_terms(prediction, clip))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         m.discriminator.requires_grad_(True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss_d = losses.lsgan_discriminator_loss(m.discriminator(target), m.discriminator(prediction.detach()))
+            fake = prediction.frame.detach()
+            loss_d = losses.lsgan_discriminator_loss(m.discriminator(target), m.discriminator(fake))
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
@@ -191,7 +193,7 @@ def reference_eval_fps(model: FFP, args: argparse.Namespace, root: Path, frames:
                 ]
                 x = torch.from_numpy(np.stack(clip)).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
-                    prediction = model.predict_next(x)
+                    prediction = model.predict({"frames": x})
                 float(losses.psnr(prediction.float(), x[:, -1]).item())
                 done += 1
                 if done >= frames:

@@ -29,7 +29,7 @@ _WHEEL_SEGMENTS = ((15, (1, 0, 0), (1, 1, 0)), (6, (1, 1, 0), (0, 1, 0)), (4, (0
                    (11, (0, 1, 1), (0, 0, 1)), (13, (0, 0, 1), (1, 0, 1)), (6, (1, 0, 1), (1, 0, 0)))  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors do not compare to one bool
 class Panel:
     """One named column of a sample grid: ``kind`` (see module docstring) and a batch of ``data``."""
 
