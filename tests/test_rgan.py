@@ -42,13 +42,24 @@ def released_code_forward(net: RecurrentUNet, frames: torch.Tensor) -> torch.Ten
     """The released r-GAN generator's loop: a fresh zero ConvLSTM state inside the time loop."""
     for step in frames.unbind(dim=1):
         h, _ = net.convlstm(net.unet(step), None)  # the state is re-initialised at every step
-    return net.read(h)
+    return net.read(h, frames[:, -1])
 
 
 def test_the_prediction_depends_on_the_first_frame_and_the_released_loop_does_not() -> None:
     torch.manual_seed(0)
     net = RecurrentUNet(1, **TINY_G).eval()
     frames = moving_blobs(2, 3, 32)
+    assert first_frame_matters(net, frames)
+    assert not first_frame_matters(lambda x: released_code_forward(net, x), frames)
+
+
+def test_the_residual_read_out_starts_at_copy_last_and_stays_recurrent() -> None:
+    torch.manual_seed(0)
+    net = RecurrentUNet(1, **TINY_G, residual=True).eval()
+    frames = moving_blobs(2, 3, 32)
+    with torch.no_grad():
+        assert torch.equal(net(frames), frames[:, -1])  # untrained: exactly the last frame
+        torch.nn.init.normal_(net.read_out.weight, std=0.1)
     assert first_frame_matters(net, frames)
     assert not first_frame_matters(lambda x: released_code_forward(net, x), frames)
 

@@ -33,13 +33,25 @@ def restarted_state_forward(net: RecurrentAutoencoder, frames: torch.Tensor) -> 
     """The released r-GAN code's loop applied to r-GAN*: a fresh zero ConvLSTM state at every step."""
     for latent in net.latents(frames).unbind(dim=1):
         h, _ = net.convlstm(latent, None)
-    return net.decoder(h)
+    decoded = net.decoder(h)
+    return (frames[:, -1] + decoded).clamp(-1, 1) if net.residual else decoded
 
 
 def test_the_prediction_depends_on_the_first_frame_and_a_restarted_state_does_not() -> None:
     torch.manual_seed(0)
     net = RecurrentAutoencoder(1, **TINY_G).eval()
     frames = moving_blobs(2, 3, 32)
+    assert first_frame_matters(net, frames)
+    assert not first_frame_matters(lambda x: restarted_state_forward(net, x), frames)
+
+
+def test_the_residual_decoder_starts_at_copy_last_and_stays_recurrent() -> None:
+    torch.manual_seed(0)
+    net = RecurrentAutoencoder(1, **TINY_G, residual=True).eval()
+    frames = moving_blobs(2, 3, 32)
+    with torch.no_grad():
+        assert torch.equal(net(frames), frames[:, -1])
+        torch.nn.init.normal_(net.decoder.head.weight, std=0.1)
     assert first_frame_matters(net, frames)
     assert not first_frame_matters(lambda x: restarted_state_forward(net, x), frames)
 

@@ -37,13 +37,27 @@ def restarted_state_forward(net: RecurrentVAE, frames: torch.Tensor) -> torch.Te
     steps = net(frames).steps
     for step in steps.unbind(dim=1):
         h, _ = net.convlstm(step, None)
-    return torch.tanh(net.read_out(h))
+    change = net.read_out(h)
+    return (frames[:, -1] + change).clamp(-1, 1) if net.residual else torch.tanh(change)
 
 
 def test_the_prediction_depends_on_the_first_frame_and_a_restarted_state_does_not() -> None:
     torch.manual_seed(0)
     net = RecurrentVAE(1, **TINY_G).eval()
     frames = moving_blobs(2, 3, 32)
+    assert first_frame_matters(lambda x: net(x).prediction, frames)
+    assert not first_frame_matters(lambda x: restarted_state_forward(net, x), frames)
+
+
+def test_the_residual_variant_starts_at_copy_last_and_stays_recurrent() -> None:
+    torch.manual_seed(0)
+    net = RecurrentVAE(1, **TINY_G, residual=True).eval()
+    frames = moving_blobs(2, 3, 32)
+    with torch.no_grad():
+        out = net(frames)
+        assert torch.equal(out.prediction, frames[:, -1])
+        assert torch.equal(out.steps, frames)  # each step predicts its own input frame
+        torch.nn.init.normal_(net.read_out.weight, std=0.1)
     assert first_frame_matters(lambda x: net(x).prediction, frames)
     assert not first_frame_matters(lambda x: restarted_state_forward(net, x), frames)
 

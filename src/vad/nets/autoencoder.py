@@ -7,7 +7,8 @@
 At 256x256 with 3 colour input frames and the defaults: 7,384,483 parameters (encoder 4,832,864, ConvLSTM 73,856,
 decoder 2,477,763). Without skips every frame must pass through the 16x16x32 bottleneck, and the recurrence runs
 there: the ConvLSTM reads the t latent maps in order with its state carried across the steps, and the decoder turns
-its final hidden state into frame t+1 (Lu et al., ECCV 2020, supplementary: r-GAN*).
+its final hidden state into frame t+1 (Lu et al., ECCV 2020, supplementary: r-GAN*). ``residual=True`` (not in the
+paper) decodes the change from the last input frame instead, as ``vad.nets.rgan.RecurrentUNet`` does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from vad.nets.convlstm import ConvLSTM
+from vad.nets.rgan import add_change
 from vad.nets.unet import DoubleConv, check_frame_stack, init_weights
 
 
@@ -59,7 +61,8 @@ class ConvDecoder(nn.Module):
     """A 3x3 conv + ReLU from ``in_channels`` to the deepest width, then for each level from the deepest: 2x2
     stride-2 transposed conv (+ ReLU when ``relu_after_upconv``) to the next shallower width (the top level keeps
     ``features``) and a DoubleConv; a 3x3 conv and tanh to ``out_channels``.
-    (N, in_channels, h, w) -> (N, out_channels, h * 2**depth, w * 2**depth) in [-1, 1]."""
+    (N, in_channels, h, w) -> (N, out_channels, h * 2**depth, w * 2**depth) in [-1, 1]. With ``change`` the last conv
+    starts at zero and has no tanh: the output is a change to add to a frame (see ``vad.nets.rgan.add_change``)."""
 
     def __init__(
         self,
@@ -70,8 +73,10 @@ class ConvDecoder(nn.Module):
         norm: str = "none",
         relu_after_upconv: bool = True,
         init: str = "xavier",
+        change: bool = False,
     ) -> None:
         super().__init__()
+        self.change = change
         widths = [features * 2**i for i in range(depth)]
         self.from_latent = nn.Sequential(nn.Conv2d(in_channels, widths[-1], 3, padding=1), nn.ReLU(inplace=True))
         self.levels = nn.ModuleList()
@@ -83,19 +88,21 @@ class ConvDecoder(nn.Module):
             self.levels.append(nn.Sequential(*up, DoubleConv(shallower, shallower, norm)))
         self.head = nn.Conv2d(widths[0], out_channels, 3, padding=1)
         init_weights(self, init)
+        if change:
+            nn.init.zeros_(self.head.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.from_latent(x)
         for level in self.levels:
             x = level(x)
-        return torch.tanh(self.head(x))
+        return self.head(x) if self.change else torch.tanh(self.head(x))
 
 
 class RecurrentAutoencoder(nn.Module):
     """Encoder per frame, ConvLSTM over the latent maps, decoder from the final hidden state (r-GAN*).
 
     For T = 1..t: z_T = E(I_T) (shared weights, all frames in one batch); (h_T, c_T) = ConvLSTM(z_T, (h_{T-1},
-    c_{T-1})), (h_0, c_0) = 0; prediction = D(h_t).
+    c_{T-1})), (h_0, c_0) = 0; prediction = D(h_t), or with ``residual`` clip(I_t + D(h_t), -1, 1).
 
     Args:
         channels: image channels C (in and out).
@@ -104,6 +111,7 @@ class RecurrentAutoencoder(nn.Module):
         latent: channels of the latent maps.
         hidden: the ConvLSTM layers' widths (default: one layer as wide as the latent).
         kernel_size: the ConvLSTM gates' convolution size.
+        residual: decode the change from the last input frame (the decoder's last conv initialised to zero).
 
     Input (N, t, C, H, W) in [-1, 1], H and W multiples of 2**depth; output (N, C, H, W) in [-1, 1].
     """
@@ -119,12 +127,16 @@ class RecurrentAutoencoder(nn.Module):
         norm: str = "none",
         relu_after_upconv: bool = True,
         init: str = "xavier",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.channels = channels
+        self.residual = residual
         self.encoder = ConvEncoder(channels, latent, features, depth, norm, init)
         self.convlstm = ConvLSTM(latent, list(hidden) if hidden else [latent], kernel_size)
-        self.decoder = ConvDecoder(self.convlstm.out_channels, channels, features, depth, norm, relu_after_upconv, init)
+        self.decoder = ConvDecoder(
+            self.convlstm.out_channels, channels, features, depth, norm, relu_after_upconv, init, change=residual
+        )
 
     def latents(self, frames: torch.Tensor) -> torch.Tensor:
         """The latent map of each input frame: (N, t, C, H, W) -> (N, t, latent, H / 2**depth, W / 2**depth)."""
@@ -138,4 +150,5 @@ class RecurrentAutoencoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, t, C, H, W) -> predicted frame t+1 (N, C, H, W)."""
         outputs, _ = self.convlstm.sequence(self.latents(frames))
-        return self.decoder(outputs[:, -1])
+        decoded = self.decoder(outputs[:, -1])
+        return add_change(frames[:, -1], decoded) if self.residual else decoded

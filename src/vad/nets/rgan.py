@@ -11,6 +11,10 @@ The released r-GAN code (Lu et al., ECCV 2020) makes the last of eight ConvLSTM 
 wide, at 256x256) three channels wide and takes its hidden state as the frame. Here a 3x3 convolution and tanh read
 the frame from the top layer's hidden state, so the state can be wider than an image; the stack's widths are
 ``hidden``. The released code also restarts the ConvLSTM state inside its time loop (see ``vad.nets.convlstm``).
+
+``residual=True`` (not in the paper; the CPU presets' choice, see ``experiments/results/rgan_family_ped2_cpu.md``)
+reads the CHANGE from the last input frame instead of the frame: prediction = clip(I_t + conv3x3(h_t), -1, 1), the
+read-out starting at zero, so an untrained net predicts exactly the last frame and training starts from copy-last.
 """
 
 from __future__ import annotations
@@ -24,17 +28,24 @@ from vad.nets.convlstm import ConvLSTM
 from vad.nets.unet import UNet
 
 
+def add_change(last: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+    """A frame predicted as a change from the last input frame: clip(last + change, -1, 1); (N, C, H, W) each."""
+    return (last + change).clamp(-1.0, 1.0)
+
+
 class RecurrentUNet(nn.Module):
     """U-Net per frame, then a ConvLSTM over the per-frame predictions; the final hidden state gives frame t+1.
 
     For T = 1..t: P_T = U(I_T) (one U-Net, shared weights, all frames in one batch); (h_T, c_T) =
-    ConvLSTM(P_T, (h_{T-1}, c_{T-1})) with (h_0, c_0) = 0; prediction = tanh(conv3x3(h_t)).
+    ConvLSTM(P_T, (h_{T-1}, c_{T-1})) with (h_0, c_0) = 0; prediction = tanh(conv3x3(h_t)), or with ``residual``
+    clip(I_t + conv3x3(h_t), -1, 1).
 
     Args:
         channels: image channels C (in and out).
         features, depth, norm, relu_after_upconv, init: the U-Net's (see :class:`vad.nets.UNet`).
         hidden: the ConvLSTM layers' widths, bottom first.
         kernel_size: the ConvLSTM gates' convolution size.
+        residual: read out the change from the last input frame (read-out initialised to zero).
 
     Input (N, t, C, H, W) in [-1, 1], H and W multiples of 2**(depth - 1); output (N, C, H, W) in [-1, 1].
     """
@@ -49,17 +60,25 @@ class RecurrentUNet(nn.Module):
         norm: str = "none",
         relu_after_upconv: bool = True,
         init: str = "xavier",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.channels = channels
+        self.residual = residual
         self.unet = UNet(channels, channels, features, depth, norm, relu_after_upconv, init)
         self.convlstm = ConvLSTM(channels, hidden, kernel_size)
         self.read_out = nn.Conv2d(self.convlstm.out_channels, channels, 3, padding=1)
-        nn.init.xavier_uniform_(self.read_out.weight)
+        if residual:
+            nn.init.zeros_(self.read_out.weight)
+        else:
+            nn.init.xavier_uniform_(self.read_out.weight)
         nn.init.zeros_(self.read_out.bias)
 
-    def read(self, h: torch.Tensor) -> torch.Tensor:
-        """The predicted frame from the top ConvLSTM layer's hidden state: (N, hidden[-1], H, W) -> (N, C, H, W)."""
+    def read(self, h: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The predicted frame from the top ConvLSTM layer's hidden state (N, hidden[-1], H, W) and the last input
+        frame (N, C, H, W) (used with ``residual``) -> (N, C, H, W)."""
+        if self.residual:
+            return add_change(last, self.read_out(h))
         return torch.tanh(self.read_out(h))
 
     def step_predictions(self, frames: torch.Tensor) -> torch.Tensor:
@@ -76,5 +95,5 @@ class RecurrentUNet(nn.Module):
         predictions (N, t, C, H, W)."""
         steps = self.step_predictions(frames)
         outputs, _ = self.convlstm.sequence(steps)
-        prediction = self.read(outputs[:, -1])
+        prediction = self.read(outputs[:, -1], frames[:, -1])
         return (prediction, steps) if return_steps else prediction

@@ -5,6 +5,10 @@ ConvLSTM reads those predictions in order.
     out = net(clip[:, :3])                              # (N, 3, 3, 256, 256) in [-1, 1]
     out.prediction, out.steps, out.mu, out.logvar       # (N, 3, 256, 256), (N, 3, 3, 256, 256), (N, 3, 64, 8, 8) x 2
 
+``residual=True`` (not in the paper) predicts changes instead of frames: P_T = clip(I_T + D(z_T), -1, 1) and the
+final prediction clip(I_t + conv3x3(h_t), -1, 1), both last convolutions starting at zero, as in
+``vad.nets.rgan.RecurrentUNet``.
+
 At 256x256 with 3 colour input frames and the defaults: 26,723,270 parameters (encoder 14,780,352: VGG16's 13
 convolutions, 14,714,688, plus the 1x1 mean and log-variance heads; decoder 11,491,395; ConvLSTM 449,792; read-out
 1,731).
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from vad.nets.convlstm import ConvLSTM
+from vad.nets.rgan import add_change
 from vad.nets.unet import check_frame_stack, init_weights
 
 #: convolutions per block of VGG16 (each block ends with a 2x2 max-pool); block b is features * min(2**b, 8) wide
@@ -66,12 +71,19 @@ class VGGEncoder(nn.Module):
 class VGGDecoder(nn.Module):
     """p(I' | z), the encoder's mirror: a 3x3 conv + ReLU from ``latent`` to the deepest width, then for each block
     from the deepest a 2x2 stride-2 transposed conv + ReLU to the next shallower width and the block's 3x3 convs +
-    ReLU, a 3x3 conv and tanh to ``out_channels``. (N, latent, h, w) -> (N, out_channels, h * 2**B, w * 2**B)."""
+    ReLU, a 3x3 conv and tanh to ``out_channels``. (N, latent, h, w) -> (N, out_channels, h * 2**B, w * 2**B). With
+    ``change`` the last conv starts at zero and has no tanh: the output is a change to add to a frame."""
 
     def __init__(
-        self, latent: int, out_channels: int, features: int = 64, blocks: Sequence[int] = VGG16_BLOCKS
+        self,
+        latent: int,
+        out_channels: int,
+        features: int = 64,
+        blocks: Sequence[int] = VGG16_BLOCKS,
+        change: bool = False,
     ) -> None:
         super().__init__()
+        self.change = change
         widths = _block_widths(features, blocks)
         layers: list[nn.Module] = [nn.Conv2d(latent, widths[-1], 3, padding=1), nn.ReLU(inplace=True)]
         for b in reversed(range(len(blocks))):
@@ -81,9 +93,12 @@ class VGGDecoder(nn.Module):
         layers.append(nn.Conv2d(widths[0], out_channels, 3, padding=1))
         self.layers = nn.Sequential(*layers)
         init_weights(self, "xavier")
+        if change:
+            nn.init.zeros_(self.layers[-1].weight)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.layers(z))
+        out = self.layers(z)
+        return out if self.change else torch.tanh(out)
 
 
 class VAEPrediction(NamedTuple):
@@ -102,7 +117,8 @@ class RecurrentVAE(nn.Module):
 
     For T = 1..t: (mu_T, logvar_T) = E(I_T); z_T = mu_T + exp(logvar_T / 2) * eps in training (reparameterised),
     z_T = mu_T in eval mode (deterministic scores); P_T = D(z_T), the prediction of I_{T+1}; (h_T, c_T) =
-    ConvLSTM(P_T, (h_{T-1}, c_{T-1})), (h_0, c_0) = 0; prediction of I_{t+1} = tanh(conv3x3(h_t)).
+    ConvLSTM(P_T, (h_{T-1}, c_{T-1})), (h_0, c_0) = 0; prediction of I_{t+1} = tanh(conv3x3(h_t)). With
+    ``residual``: P_T = clip(I_T + D(z_T), -1, 1) and the prediction clip(I_t + conv3x3(h_t), -1, 1).
 
     Args:
         channels: image channels C (in and out).
@@ -111,6 +127,7 @@ class RecurrentVAE(nn.Module):
         latent: channels of z.
         hidden: the ConvLSTM layers' widths over the predictions (full resolution).
         kernel_size: the ConvLSTM gates' convolution size.
+        residual: predict changes from the input frames (last convolutions initialised to zero).
 
     Input (N, t, C, H, W) in [-1, 1], H and W multiples of 2**len(blocks).
     """
@@ -123,14 +140,18 @@ class RecurrentVAE(nn.Module):
         latent: int = 64,
         hidden: Sequence[int] = (64, 64),
         kernel_size: int = 3,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.channels = channels
+        self.residual = residual
         self.encoder = VGGEncoder(channels, latent, features, blocks)
-        self.decoder = VGGDecoder(latent, channels, features, blocks)
+        self.decoder = VGGDecoder(latent, channels, features, blocks, change=residual)
         self.convlstm = ConvLSTM(channels, hidden, kernel_size)
         self.read_out = nn.Conv2d(self.convlstm.out_channels, channels, 3, padding=1)
         init_weights(self.read_out, "xavier")
+        if residual:
+            nn.init.zeros_(self.read_out.weight)
 
     def forward(self, frames: torch.Tensor) -> VAEPrediction:
         """(N, t, C, H, W) -> :class:`VAEPrediction`."""
@@ -140,6 +161,9 @@ class RecurrentVAE(nn.Module):
         mu, logvar = self.encoder(frames.flatten(0, 1))
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
         steps = self.decoder(z).unflatten(0, (n, t))
+        if self.residual:
+            steps = add_change(frames, steps)
         outputs, _ = self.convlstm.sequence(steps)
-        prediction = torch.tanh(self.read_out(outputs[:, -1]))
+        change = self.read_out(outputs[:, -1])
+        prediction = add_change(frames[:, -1], change) if self.residual else torch.tanh(change)
         return VAEPrediction(prediction, steps, mu.unflatten(0, (n, t)), logvar.unflatten(0, (n, t)))
