@@ -99,7 +99,7 @@ def main() -> None:
         result = folder / "held_out.json"
         if not result.is_file():
             command = [sys.executable, "-m", "vad.train", f"experiment={experiment}", *HOLD_OUT, *overrides,
-                       f"trainer.max_time={max_time}", f"paths.data_dir={data}", f"hydra.run.dir={folder}"]  # fmt: skip
+                       f"+trainer.max_time={max_time}", f"paths.data_dir={data}", f"hydra.run.dir={folder}"]  # fmt: skip
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command[2:])}", flush=True)
             with open(out / f"{folder.name}.log", "w") as log:
                 subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
