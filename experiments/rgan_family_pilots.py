@@ -11,7 +11,7 @@ than copying the last one cannot be expected to separate anomalies better than c
 the higher held-out PSNR wins. No test video is read. Writes ``experiments/results/rgan_family_pilots.md``.
 
 The candidates: the paper's form at the CPU presets' sizes, and two changes, alone and together:
-- ``residual``: read out the change from the last input frame (the net starts as copy-last);
+- ``residual``: read out the change from the last input frame (the net starts near copy-last);
 - the paper's latent GRID instead of its depth: r-GAN*'s latent is 16x16 at 256x256 (four poolings); at 64x64 two
   poolings keep the 16x16 grid, and so the size of a latent cell relative to a pedestrian. r-VAE's VGG16 latent is
   8x8 at 256x256; at 64x64 three blocks keep it.

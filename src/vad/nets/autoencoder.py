@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vad.nets.convlstm import ConvLSTM
-from vad.nets.rgan import add_change
+from vad.nets.rgan import add_change, init_change_conv
 from vad.nets.unet import DoubleConv, check_frame_stack, init_weights
 
 
@@ -62,7 +62,7 @@ class ConvDecoder(nn.Module):
     stride-2 transposed conv (+ ReLU when ``relu_after_upconv``) to the next shallower width (the top level keeps
     ``features``) and a DoubleConv; a 3x3 conv and tanh to ``out_channels``.
     (N, in_channels, h, w) -> (N, out_channels, h * 2**depth, w * 2**depth) in [-1, 1]. With ``change`` the last conv
-    starts at zero and has no tanh: the output is a change to add to a frame (see ``vad.nets.rgan.add_change``)."""
+    starts near zero and has no tanh: the output is a change to add to a frame (see ``vad.nets.rgan.add_change``)."""
 
     def __init__(
         self,
@@ -89,7 +89,7 @@ class ConvDecoder(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, 3, padding=1)
         init_weights(self, init)
         if change:
-            nn.init.zeros_(self.head.weight)
+            init_change_conv(self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.from_latent(x)
@@ -111,7 +111,7 @@ class RecurrentAutoencoder(nn.Module):
         latent: channels of the latent maps.
         hidden: the ConvLSTM layers' widths (default: one layer as wide as the latent).
         kernel_size: the ConvLSTM gates' convolution size.
-        residual: decode the change from the last input frame (the decoder's last conv initialised to zero).
+        residual: decode the change from the last input frame (the decoder's last conv initialised near zero).
 
     Input (N, t, C, H, W) in [-1, 1], H and W multiples of 2**depth; output (N, C, H, W) in [-1, 1].
     """

@@ -12,9 +12,11 @@ wide, at 256x256) three channels wide and takes its hidden state as the frame. H
 the frame from the top layer's hidden state, so the state can be wider than an image; the stack's widths are
 ``hidden``. The released code also restarts the ConvLSTM state inside its time loop (see ``vad.nets.convlstm``).
 
-``residual=True`` (not in the paper; the CPU presets' choice, see ``experiments/results/rgan_family_ped2_cpu.md``)
-reads the CHANGE from the last input frame instead of the frame: prediction = clip(I_t + conv3x3(h_t), -1, 1), the
-read-out starting at zero, so an untrained net predicts exactly the last frame and training starts from copy-last.
+``residual=True`` (not in the paper; see ``experiments/results/rgan_family_pilots.md``) reads the CHANGE from the
+last input frame instead of the frame: prediction = clip(I_t + conv3x3(h_t), -1, 1), the read-out's weights 1/100 of
+their Xavier draw, so an untrained net predicts the last frame to within about 1% and training starts from
+copy-last. (Exactly zero weights would be a saddle: no gradient reaches the layers below, and the read-out's own
+gradient averages out over the many static pixels, so nothing learns.)
 """
 
 from __future__ import annotations
@@ -27,10 +29,23 @@ from torch import nn
 from vad.nets.convlstm import ConvLSTM
 from vad.nets.unet import UNet
 
+#: the scale of a change read-out's initial (Xavier) weights
+CHANGE_INIT_SCALE = 0.01
+
 
 def add_change(last: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
     """A frame predicted as a change from the last input frame: clip(last + change, -1, 1); (N, C, H, W) each."""
     return (last + change).clamp(-1.0, 1.0)
+
+
+def init_change_conv(conv: nn.Conv2d) -> None:
+    """Initialise a convolution that outputs a change: Xavier-uniform weights times :data:`CHANGE_INIT_SCALE`, zero
+    bias, so the change starts near zero while gradients still reach the layers below it."""
+    nn.init.xavier_uniform_(conv.weight)
+    with torch.no_grad():
+        conv.weight.mul_(CHANGE_INIT_SCALE)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 class RecurrentUNet(nn.Module):
@@ -45,7 +60,7 @@ class RecurrentUNet(nn.Module):
         features, depth, norm, relu_after_upconv, init: the U-Net's (see :class:`vad.nets.UNet`).
         hidden: the ConvLSTM layers' widths, bottom first.
         kernel_size: the ConvLSTM gates' convolution size.
-        residual: read out the change from the last input frame (read-out initialised to zero).
+        residual: read out the change from the last input frame (read-out initialised near zero).
 
     Input (N, t, C, H, W) in [-1, 1], H and W multiples of 2**(depth - 1); output (N, C, H, W) in [-1, 1].
     """
@@ -69,10 +84,10 @@ class RecurrentUNet(nn.Module):
         self.convlstm = ConvLSTM(channels, hidden, kernel_size)
         self.read_out = nn.Conv2d(self.convlstm.out_channels, channels, 3, padding=1)
         if residual:
-            nn.init.zeros_(self.read_out.weight)
+            init_change_conv(self.read_out)
         else:
             nn.init.xavier_uniform_(self.read_out.weight)
-        nn.init.zeros_(self.read_out.bias)
+            nn.init.zeros_(self.read_out.bias)
 
     def read(self, h: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """The predicted frame from the top ConvLSTM layer's hidden state (N, hidden[-1], H, W) and the last input

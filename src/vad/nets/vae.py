@@ -6,7 +6,7 @@ ConvLSTM reads those predictions in order.
     out.prediction, out.steps, out.mu, out.logvar       # (N, 3, 256, 256), (N, 3, 3, 256, 256), (N, 3, 64, 8, 8) x 2
 
 ``residual=True`` (not in the paper) predicts changes instead of frames: P_T = clip(I_T + D(z_T), -1, 1) and the
-final prediction clip(I_t + conv3x3(h_t), -1, 1), both last convolutions starting at zero, as in
+final prediction clip(I_t + conv3x3(h_t), -1, 1), both last convolutions starting near zero, as in
 ``vad.nets.rgan.RecurrentUNet``.
 
 At 256x256 with 3 colour input frames and the defaults: 26,723,270 parameters (encoder 14,780,352: VGG16's 13
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vad.nets.convlstm import ConvLSTM
-from vad.nets.rgan import add_change
+from vad.nets.rgan import add_change, init_change_conv
 from vad.nets.unet import check_frame_stack, init_weights
 
 #: convolutions per block of VGG16 (each block ends with a 2x2 max-pool); block b is features * min(2**b, 8) wide
@@ -72,7 +72,7 @@ class VGGDecoder(nn.Module):
     """p(I' | z), the encoder's mirror: a 3x3 conv + ReLU from ``latent`` to the deepest width, then for each block
     from the deepest a 2x2 stride-2 transposed conv + ReLU to the next shallower width and the block's 3x3 convs +
     ReLU, a 3x3 conv and tanh to ``out_channels``. (N, latent, h, w) -> (N, out_channels, h * 2**B, w * 2**B). With
-    ``change`` the last conv starts at zero and has no tanh: the output is a change to add to a frame."""
+    ``change`` the last conv starts near zero and has no tanh: the output is a change to add to a frame."""
 
     def __init__(
         self,
@@ -94,7 +94,7 @@ class VGGDecoder(nn.Module):
         self.layers = nn.Sequential(*layers)
         init_weights(self, "xavier")
         if change:
-            nn.init.zeros_(self.layers[-1].weight)
+            init_change_conv(self.layers[-1])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.layers(z)
@@ -127,7 +127,7 @@ class RecurrentVAE(nn.Module):
         latent: channels of z.
         hidden: the ConvLSTM layers' widths over the predictions (full resolution).
         kernel_size: the ConvLSTM gates' convolution size.
-        residual: predict changes from the input frames (last convolutions initialised to zero).
+        residual: predict changes from the input frames (last convolutions initialised near zero).
 
     Input (N, t, C, H, W) in [-1, 1], H and W multiples of 2**len(blocks).
     """
@@ -151,7 +151,7 @@ class RecurrentVAE(nn.Module):
         self.read_out = nn.Conv2d(self.convlstm.out_channels, channels, 3, padding=1)
         init_weights(self.read_out, "xavier")
         if residual:
-            nn.init.zeros_(self.read_out.weight)
+            init_change_conv(self.read_out)
 
     def forward(self, frames: torch.Tensor) -> VAEPrediction:
         """(N, t, C, H, W) -> :class:`VAEPrediction`."""
