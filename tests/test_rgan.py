@@ -112,7 +112,12 @@ def test_training_loss_and_score_are_the_same_prediction_loss() -> None:
         perfect = model.frame_signals({"frames": predicted})
     torch.testing.assert_close(perfect["prediction_loss"], torch.zeros(3), atol=1e-4, rtol=0)
     assert (perfect["prediction_loss"] < signals["prediction_loss"]).all()
-    with pytest.raises(ConfigError, match=r"weight at least one of \['l1', 'msssim', 'gradient'\]"):
+    with torch.no_grad():
+        squared = tiny_rgan(loss={"intensity": 2.0}).eval()
+        squared.generator.load_state_dict(model.generator.state_dict())
+        per_frame = squared.frame_signals({"frames": frames})["prediction_loss"]
+    torch.testing.assert_close(per_frame, 2 * losses.intensity_loss(prediction.frame, clip.target, "none"))
+    with pytest.raises(ConfigError, match=r"weight at least one of \['l1', 'msssim', 'gradient', 'intensity'\]"):
         tiny_rgan(loss={"adversarial": 0.05})
     with pytest.raises(ConfigError, match=r"model\.image_size=\[32, 32\]"):
         model.frame_signals({"frames": moving_blobs(1, 4, 64)})

@@ -34,8 +34,9 @@ from vad.errors import ConfigError
 from vad.methods.base import Clip, FramePredictor, Prediction
 from vad.nets.rgan import RecurrentUNet
 
-#: the terms of the per-frame prediction loss (the score), as opposed to the adversarial term
-PREDICTION_TERMS = ("l1", "msssim", "gradient")
+#: the terms of the per-frame prediction loss (the score), as opposed to the adversarial term; ``intensity`` (the
+#: squared error, FFP's term) is not in the paper's loss and is off by default
+PREDICTION_TERMS = ("l1", "msssim", "gradient", "intensity")
 
 
 def resolve_msssim(msssim: Mapping[str, Any] | None, image_size: Sequence[int]) -> dict[str, Any]:
@@ -70,7 +71,8 @@ class RGAN(FramePredictor):
         generator: keyword arguments of :class:`vad.nets.rgan.RecurrentUNet` (features, depth, hidden,
             kernel_size, norm, relu_after_upconv, init).
         discriminator: keyword arguments of :class:`vad.nets.PatchDiscriminator`.
-        loss: weights of ``l1``, ``msssim``, ``gradient`` (the prediction loss, also the score) and ``adversarial``.
+        loss: weights of ``l1``, ``msssim``, ``gradient``, ``intensity`` (the prediction loss, also the score; the
+            paper's is the first three) and ``adversarial``.
         msssim: ``scales`` (``auto``: as many as the size allows, at most 5), ``kernel_size``, ``sigma``.
         optim: ``lr_g``, ``lr_d``, ``betas``, ``milestones`` (iterations), ``gamma``.
         score: fusion weights of ``prediction_loss`` and ``psnr``.
@@ -134,7 +136,7 @@ class RGAN(FramePredictor):
     def prediction_terms(
         self, frame: torch.Tensor, target: torch.Tensor, reduction: losses.Reduction = "mean"
     ) -> dict[str, torch.Tensor]:
-        """The unweighted L1, MS-SSIM and gradient-difference terms whose weight is not 0."""
+        """The unweighted L1, MS-SSIM, gradient-difference and squared-error terms whose weight is not 0."""
         if frame.shape[-2:] != self.image_size:
             raise ConfigError(
                 f"frames of {tuple(frame.shape[-2:])} px reach a model configured for model.image_size="
@@ -143,6 +145,8 @@ class RGAN(FramePredictor):
         terms: dict[str, torch.Tensor] = {}
         if self.weight("l1"):
             terms["l1"] = losses.l1_loss(frame, target, reduction)
+        if self.weight("intensity"):
+            terms["intensity"] = losses.intensity_loss(frame, target, reduction)
         if self.weight("msssim"):
             ms = self.msssim
             terms["msssim"] = losses.msssim_loss(
