@@ -69,7 +69,7 @@ class RGAN(FramePredictor):
         clip_len: t + 1 (t = 3 in the paper).
         image_size: the working size (H, W) (``${dataset.image_size}``); it fixes the MS-SSIM scales.
         generator: keyword arguments of :class:`vad.nets.rgan.RecurrentUNet` (features, depth, hidden,
-            kernel_size, norm, relu_after_upconv, init).
+            kernel_size, norm, relu_after_upconv, init, residual).
         discriminator: keyword arguments of :class:`vad.nets.PatchDiscriminator`.
         loss: weights of ``l1``, ``msssim``, ``gradient``, ``intensity`` (the prediction loss, also the score; the
             paper's is the first three) and ``adversarial``.
@@ -160,8 +160,8 @@ class RGAN(FramePredictor):
         return self.prediction_terms(prediction.frame, clip.target)
 
     def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """``prediction_loss``: the weighted L1 + MS-SSIM + gradient terms of each frame (higher = more anomalous);
-        ``psnr``: the PSNR of the prediction."""
+        """``prediction_loss``: the weighted prediction terms of ``model.loss`` (L1, MS-SSIM, gradient difference,
+        squared error) of each frame (higher = more anomalous); ``psnr``: the PSNR of the prediction."""
         clip = self.split_clip(batch["frames"])
         frame = self.forward_clip(clip).frame.float()
         target = clip.target.float()

@@ -26,7 +26,7 @@ from vad.nets.autoencoder import RecurrentAutoencoder
 class RGANLatent(RGAN):
     """r-GAN* (see the module docstring); the arguments are :class:`~vad.methods.rgan.RGAN`'s, with ``generator``
     the keyword arguments of :class:`~vad.nets.autoencoder.RecurrentAutoencoder` (features, depth, latent, hidden,
-    kernel_size, norm, relu_after_upconv, init)."""
+    kernel_size, norm, relu_after_upconv, init, residual)."""
 
     def build_generator(self, config: dict[str, Any]) -> nn.Module:
         return RecurrentAutoencoder(self.channels, **config)

@@ -48,7 +48,7 @@ class RVAE(FramePredictor):
         channels: image channels (1 or 3).
         clip_len: t + 1 (t = 3 in the paper).
         generator: keyword arguments of :class:`vad.nets.vae.RecurrentVAE` (features, blocks, latent, hidden,
-            kernel_size).
+            kernel_size, residual).
         loss: weights of ``intensity`` (the ConvLSTM's prediction), ``step_intensity`` (the decoder's per-step
             predictions: the ELBO's likelihood) and ``kl`` (beta).
         optim: ``lr_g``, ``betas``, ``milestones`` (iterations), ``gamma``.
