@@ -12,7 +12,8 @@ Runs, one at a time (two trainings at once on 2 cores slow each other down uneve
 
 Every number is read from the runs' metrics.json (last checkpoint, per-video min-max, labels of ``ped2.mat``):
 nothing is chosen here, on test labels or otherwise. A run folder that already holds metrics.json is reused, so an
-interrupted script picks up where it stopped. Writes ``experiments/results/rgan_family_ped2_cpu.md``.
+interrupted script picks up where it stopped. Writes ``experiments/results/rgan_family_ped2_cpu.md``, keeping the
+hand-written discussion below its :data:`DISCUSSION` marker.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("rgan_ped2_cpu", "rgan_latent_ped2_cpu", "rvae_ped2_cpu")
 FFP = ["experiment=ffp_ped2_cpu", "model.clip_len=4"]
 CALIBRATION_STEPS = 400
+#: the report's text from this marker on is written by hand and kept when the script rewrites the tables above it
+DISCUSSION = "<!-- discussion: kept by the script -->"
 
 
 def run(entry: str, name: str, args: list[str], out: Path, data: Path) -> dict:
@@ -134,6 +137,8 @@ presets), r-VAE the per-frame MSE, FFP and copy-last -PSNR. The presets' departu
 read-out, squared error) were chosen on held-out normal training videos: `experiments/results/rgan_family_pilots.md`.
 "raw AUC": the micro AUC without per-video normalisation.
 """
+    if args.report.is_file() and DISCUSSION in (kept := args.report.read_text()):
+        text += "\n" + kept[kept.index(DISCUSSION) :]  # the hand-written discussion below the marker stays
     args.report.write_text(text)
     print(text)
 
