@@ -12,6 +12,7 @@ from moving_blobs import moving_blobs
 from recurrent_checks import first_frame_matters
 from vad.methods.rgan_latent import RGANLatent
 from vad.nets.autoencoder import RecurrentAutoencoder
+from vad.nets.rgan import add_change
 from vad.train import train
 
 TINY_G = {"features": 4, "depth": 2, "latent": 4}
@@ -34,7 +35,7 @@ def restarted_state_forward(net: RecurrentAutoencoder, frames: torch.Tensor) -> 
     for latent in net.latents(frames).unbind(dim=1):
         h, _ = net.convlstm(latent, None)
     decoded = net.decoder(h)
-    return (frames[:, -1] + decoded).clamp(-1, 1) if net.residual else decoded
+    return add_change(frames[:, -1], decoded) if net.residual else decoded
 
 
 def test_the_prediction_depends_on_the_first_frame_and_a_restarted_state_does_not() -> None:

@@ -15,6 +15,7 @@ from recurrent_checks import first_frame_matters
 from vad import losses
 from vad.errors import ConfigError
 from vad.methods.rvae import RVAE, kl_per_pixel
+from vad.nets.rgan import add_change
 from vad.nets.vae import RecurrentVAE
 from vad.train import train
 
@@ -38,7 +39,7 @@ def restarted_state_forward(net: RecurrentVAE, frames: torch.Tensor) -> torch.Te
     for step in steps.unbind(dim=1):
         h, _ = net.convlstm(step, None)
     change = net.read_out(h)
-    return (frames[:, -1] + change).clamp(-1, 1) if net.residual else torch.tanh(change)
+    return add_change(frames[:, -1], change) if net.residual else torch.tanh(change)
 
 
 def test_the_prediction_depends_on_the_first_frame_and_a_restarted_state_does_not() -> None:
