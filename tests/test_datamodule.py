@@ -96,9 +96,13 @@ def test_test_loader_in_order_with_labels_and_video_info(ffp_root: Path, tmp_pat
     assert "labels" in dm.label_source
 
 
+# the toy videos are 5-8 frames long: one pseudo-anomalous frame each (vad.pseudo.validation)
+TINY_VAL = {"events": 1, "length": [1, 1]}
+
+
 def test_validation_split_is_deterministic_and_disjoint(ffp_root: Path, tmp_path: Path) -> None:
     def split(seed: int, val_videos: int | float) -> tuple[list[str], list[str]]:
-        dm = module(ffp_root, tmp_path, val_videos=val_videos, seed=seed)
+        dm = module(ffp_root, tmp_path, val_videos=val_videos, seed=seed, val_pseudo=TINY_VAL)
         dm.setup("fit")
         return [v.name for v in dm.train_videos], [v.name for v in dm.val_split]
 
@@ -110,7 +114,7 @@ def test_validation_split_is_deterministic_and_disjoint(ffp_root: Path, tmp_path
     assert split(0, 0.4) == (train, val)  # 40% of 5 videos
     assert {tuple(split(seed, 2)[1]) for seed in range(6)} != {tuple(val)}  # the seed picks them
 
-    dm = module(ffp_root, tmp_path, val_videos=2, seed=0)
+    dm = module(ffp_root, tmp_path, val_videos=2, seed=0, val_pseudo=TINY_VAL)
     dm.setup("fit")
     pairs = [
         (name, target)

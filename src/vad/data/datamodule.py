@@ -11,7 +11,9 @@ Any layout :func:`vad.data.layout.open_dataset` reads works; a missing root is g
 
 ``prepare_data`` (rank 0) generates the synthetic set if asked and decodes every video once into the cache;
 ``setup`` indexes the dataset, splits ``val_videos`` training videos off for validation (chosen by ``seed``; model
-selection never looks at the test set) and builds the clip datasets.
+selection never looks at the test set) and builds the clip datasets. The held-out videos become a labelled
+validation set by injected pseudo-anomalies (``val_pseudo``, :mod:`vad.pseudo.validation`); ``pseudo`` turns
+training clips into pseudo-anomalies with some probability (:mod:`vad.pseudo.plugins`).
 
 Data order: the training order of epoch ``e`` is a permutation drawn from ``(seed, e)`` (:class:`EpochShuffle`), and
 the training loader (:class:`ResumableLoader`) reports the epoch and the batches it has handed out, which Lightning
@@ -39,6 +41,8 @@ from vad.data.frames import INTERPOLATIONS
 from vad.data.index import DatasetIndex, Video
 from vad.data.layout import open_dataset
 from vad.errors import ConfigError, DataError
+from vad.pseudo.plugins import PseudoClips
+from vad.pseudo.validation import PseudoValidationClips
 
 DEFAULT_CACHE_DIR = Path(".cache") / "frames"
 
@@ -69,6 +73,9 @@ class EpochShuffle(DistributedSampler):
     def __iter__(self) -> Any:
         indices = list(super().__iter__())
         start, self.start = self.start, 0
+        if getattr(self.dataset, "epoch_keyed", False):
+            # a dataset whose items depend on the epoch (vad.pseudo.plugins.PseudoClips) gets (epoch, index) keys
+            return iter([(self.epoch, i) for i in indices[start:]])
         return iter(indices[start:])
 
 
@@ -159,6 +166,8 @@ class VideoDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         pin_memory: bool = False,
         val_videos: int | float = 0,
+        val_pseudo: Mapping[str, Any] | None = None,
+        pseudo: Mapping[str, Any] | None = None,
         seed: int = 0,
         cache_dir: str | Path | None = None,
         generator: Mapping[str, Any] | None = None,
@@ -186,6 +195,10 @@ class VideoDataModule(L.LightningDataModule):
         self.persistent_workers = bool(persistent_workers)
         self.pin_memory = bool(pin_memory)
         self.val_videos = _val_videos(val_videos)
+        self.val_pseudo = _plain(val_pseudo)
+        self.pseudo = _plain(pseudo)
+        if self.pseudo is not None and not isinstance(self.pseudo, Mapping):
+            raise ConfigError(f"dataset.pseudo must be a mapping (pseudo=skip_frame, patch, ...), got {pseudo!r}")
         self.seed = int(seed)
         self.generator = _generator(generator)
         self.cache = FrameCache(
@@ -195,7 +208,7 @@ class VideoDataModule(L.LightningDataModule):
         self.train_videos: list[Video] = []
         self.val_split: list[Video] = []
         self.train_dataset: ClipDataset | None = None
-        self.val_dataset: ClipDataset | None = None
+        self.val_dataset: PseudoValidationClips | None = None
         self.test_dataset: TestClipDataset | None = None
         # Under DDP a rank may hold no test video (VideoShards); the test gathers every rank's frames anyway.
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -221,7 +234,9 @@ class VideoDataModule(L.LightningDataModule):
             raise DataError(f"{self.root}: no training videos to fit on; point the dataset root at a set with them")
         if stage in (None, "fit", "validate") and self.train_videos:
             self.train_dataset = self._clips(ClipDataset, self.train_videos, "training")
-            self.val_dataset = self._clips(ClipDataset, self.val_split, "training") if self.val_split else None
+            if self.pseudo:
+                self.train_dataset = PseudoClips(self.train_dataset, **self.pseudo, seed=self.seed)  # type: ignore
+            self.val_dataset = self._validation_clips() if self.val_split else None
         if stage in (None, "test", "predict"):
             self.test_dataset = self._clips(TestClipDataset, self.index.test, "testing")
 
@@ -259,6 +274,23 @@ class VideoDataModule(L.LightningDataModule):
         ]
 
     @property
+    def val_videos_info(self) -> list[VideoInfo]:
+        """Name, frame count, pseudo-anomaly labels and skipped flag of every held-out video (empty without any)."""
+        dataset = self.val_dataset
+        if dataset is None:
+            return []
+        skipped = set(dataset.skipped)
+        return [
+            VideoInfo(v.name, n, labels, v.name in skipped)
+            for v, n, labels in zip(dataset.videos, dataset.num_frames, dataset.labels, strict=True)
+        ]
+
+    @property
+    def validation_plan(self) -> dict[str, Any] | None:
+        """The injected pseudo-anomalies of the validation videos (JSON), or None without held-out videos."""
+        return None if self.val_dataset is None else self.val_dataset.describe()
+
+    @property
     def label_source(self) -> str | None:
         """Where the test labels came from (recorded with every result)."""
         if self.index is None:
@@ -293,7 +325,23 @@ class VideoDataModule(L.LightningDataModule):
         self.cache.build(videos, name)
         return kind(videos, self.cache, name, clip_len=self.clip_len, frame_stride=self.frame_stride)
 
-    def _ready(self, dataset: ClipDataset | None, stage: str) -> ClipDataset:
+    def _validation_clips(self) -> PseudoValidationClips:
+        name = self._cache_name("training")
+        self.cache.build(self.val_split, name)
+        try:
+            return PseudoValidationClips(
+                self.val_split,
+                self.cache,
+                name,
+                clip_len=self.clip_len,
+                frame_stride=self.frame_stride,
+                options=self.val_pseudo,
+                seed=self.seed,
+            )
+        except TypeError as error:
+            raise ConfigError(f"dataset.val_pseudo: {error}") from None
+
+    def _ready(self, dataset: Any, stage: str) -> Any:
         if dataset is None:
             raise RuntimeError(f"call setup({stage!r}) before asking for its data")
         return dataset

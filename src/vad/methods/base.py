@@ -19,7 +19,9 @@ and implements
   ``test_signals(batch)``: the test loop hands over each batch one video at a time, in frame order.
 
 Everything else lives here once: the per-iteration learning-rate schedule, loss logging, validation on held-out
-normal videos, the test loop that collects every test frame's signals exactly once (also under DDP), and the
+normal videos with injected pseudo-anomalies (``val/auc_micro``, ``val/auc_macro`` under the test's protocol), the
+training pseudo-anomaly objectives (:meth:`VADModule.training_clip`, :meth:`VADModule.split_pseudo`), the test
+loop that collects every test frame's signals exactly once (also under DDP), and the
 scoring protocol (``vad.scoring``) that turns them into metrics. No method needs ``if method == ...`` branches here.
 """
 
@@ -45,6 +47,8 @@ from vad.nets.patch_discriminator import PatchDiscriminator
 
 #: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
 CONFIG_KEY = "vad_config"
+#: label source recorded with validation results
+VALIDATION_LABELS = "pseudo-anomalies injected into held-out normal training videos (no test label)"
 
 
 class NonFiniteLossError(VadError, RuntimeError):
@@ -97,6 +101,22 @@ def split_by_video(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 TASKS = ("prediction", "reconstruction")
+
+
+def subset_batch(batch: Mapping[str, Any], keep: torch.Tensor) -> dict[str, Any]:
+    """The items of ``batch`` where the (B,) boolean ``keep`` is True: tensors and lists of length B are indexed,
+    anything else is kept as it is."""
+    size = keep.shape[0]
+    index = keep.nonzero().flatten().tolist()
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == size:
+            out[key] = value[keep.to(value.device)]
+        elif isinstance(value, list) and len(value) == size:
+            out[key] = [value[i] for i in index]
+        else:
+            out[key] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -200,6 +220,9 @@ class VADModule(L.LightningModule):
         self._test_records: list[dict[str, np.ndarray]] = []
         self._test_video: int | None = None
         self.test_result: scoring.ProtocolResult | None = None
+        self._val_records: list[dict[str, np.ndarray]] = []
+        #: the protocol result of the last validation epoch on the pseudo-anomaly validation set
+        self.val_result: scoring.ProtocolResult | None = None
         #: the sample grid of the test's first frames, for the report
         self.test_samples: panels.SampleGrid | None = None
         self.run_config: dict[str, Any] | None = None
@@ -277,6 +300,39 @@ class VADModule(L.LightningModule):
         if self.task == "reconstruction":
             return Clip(frames[:, -1:], target, target)
         return Clip(frames[:, :-1], frames[:, -2], target)
+
+    def training_clip(self, batch: Mapping[str, Any]) -> Clip:
+        """:meth:`split_clip` of a training batch, with the target a pseudo-anomaly plug-in sets (``batch["target"]``:
+        the normal frame a pseudo-anomalous clip is trained towards, see :mod:`vad.pseudo.plugins`)."""
+        clip = self.split_clip(batch["frames"])
+        target = batch.get("target")
+        return clip if target is None else clip._replace(target=target.to(clip.target.dtype))
+
+    @staticmethod
+    def split_pseudo(batch: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(usual items, items for the bounded negative loss) of a training batch; either may be None (no items).
+
+        A plain batch, or a plug-in batch without ``negative`` items, comes back whole as the first part.
+        """
+        weights = batch.get("pseudo_negative")
+        if weights is None or not bool((weights > 0).any()):
+            return dict(batch), None
+        negative = weights > 0
+        usual = None if bool(negative.all()) else subset_batch(batch, ~negative)
+        return usual, subset_batch(batch, negative)
+
+    def pseudo_negative_term(self, output: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The bounded negative loss of pseudo-anomalous items: mean_i -w_i * min(mse_i, bound_i), mse_i the mean
+        squared error of item i's output against its own target (STEAL's objective, bounded so it cannot run away).
+        The unclamped error and the bound are logged (``train/pseudo_error``, ``train/pseudo_bound``)."""
+        target = self.training_clip(batch).target
+        error = (output.float() - target.float()).pow(2).flatten(1).mean(1)
+        weight = batch["pseudo_negative"].to(error)
+        bound = batch["pseudo_bound"].to(error)
+        n = error.shape[0]
+        self.log("train/pseudo_error", error.detach().mean(), batch_size=n, on_step=True, on_epoch=False)
+        self.log("train/pseudo_bound", bound.mean(), batch_size=n, on_step=True, on_epoch=False)
+        return -(weight * torch.minimum(error, bound)).mean()
 
     # ------------------------------------------------------------------ methods implement these
     def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -409,10 +465,40 @@ class VADModule(L.LightningModule):
             checkpoint["lr_schedulers"] = [c.scheduler.state_dict() for c in self.trainer.lr_scheduler_configs]
 
     # ------------------------------------------------------------------ validation: held-out normal videos
+    def on_validation_epoch_start(self) -> None:
+        self._val_records = []
+
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Signals of the held-out videos' frames (stateless: :meth:`frame_signals`, so a method's test-time state,
+        such as MNAD's memory updates, never changes the trained model); their means are logged as ``val/<signal>``
+        and the frames kept for the epoch's AUC."""
         signals = self.frame_signals(batch)
         n = batch["frames"].shape[0]
         self.log_dict({f"val/{k}": v.float().mean() for k, v in signals.items()}, batch_size=n, sync_dist=True)
+        record = {
+            "video_id": batch["video_id"].detach().cpu().numpy().astype(np.int64),
+            "index": batch["index"].detach().cpu().numpy().astype(np.int64),
+        }
+        record.update({k: v.detach().float().cpu().numpy() for k, v in signals.items()})
+        self._val_records.append(record)
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/auc_micro`` and ``val/auc_macro`` on the pseudo-anomaly validation set, under the test's protocol
+        (the method's fusion of per-video min-max normalised signals); every rank computes the same values."""
+        videos = getattr(self.trainer.datamodule, "val_videos_info", None) if self._trainer is not None else None
+        if not videos or self.trainer.sanity_checking:
+            return
+        records = self._gather_records(self._val_records, "the validation videos")
+        result = scoring.evaluate(
+            scoring.videos_from_records(records, videos, signals=self.signals),
+            self.score_weights,
+            label_source=VALIDATION_LABELS,
+        )
+        self.val_result = result
+        for name in ("auc_micro", "auc_macro"):
+            value = getattr(result, name)
+            if value is not None and not math.isnan(value):
+                self.log(f"val/{name}", float(value), prog_bar=name == "auc_micro")
 
     # ------------------------------------------------------------------ test: every frame once, then the protocol
     def on_test_epoch_start(self) -> None:
@@ -440,9 +526,12 @@ class VADModule(L.LightningModule):
             if self.test_samples is None:
                 self.test_samples = panels.render(self.sample_panels(part), part["video"], part["index"])
 
-    def _gather_records(self) -> dict[str, np.ndarray]:
-        """Concatenate this rank's records and, under DDP, every rank's (a rank may hold none); duplicates removed."""
-        records = self._test_records
+    def _gather_records(
+        self, records: list[dict[str, np.ndarray]] | None = None, what: str = "the test split"
+    ) -> dict[str, np.ndarray]:
+        """Concatenate this rank's records (default: the test's) and, under DDP, every rank's (a rank may hold none);
+        duplicates removed."""
+        records = self._test_records if records is None else records
         local = {k: np.concatenate([r[k] for r in records]) for k in records[0]} if records else {}
         if self.trainer.world_size > 1:
             gathered: list[Any] = [None] * self.trainer.world_size
@@ -450,7 +539,7 @@ class VADModule(L.LightningModule):
             parts = [g for g in gathered if g]
             local = {k: np.concatenate([g[k] for g in parts]) for k in parts[0]} if parts else {}
         if not local:
-            raise RuntimeError("the test split yielded no frames to score")
+            raise RuntimeError(f"{what} yielded no frames to score")
         # A distributed sampler pads the last batches with repeated items: keep the first of each (video, frame).
         key = local["video_id"] * (1 << 32) + local["index"]
         _, first = np.unique(key, return_index=True)
@@ -595,24 +684,35 @@ class FramePredictor(VADModule):
         return terms
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        clip = self.split_clip(batch["frames"])
-        n = clip.target.shape[0]
+        # Items of a pseudo-anomaly plug-in with the negative objective get only the bounded negative term; the others
+        # (plain items, and pseudo items trained towards their normal target) the usual terms.
+        usual, negative = self.split_pseudo(batch)
+        n = batch["frames"].shape[0]
         optimizers = self.optimizers()
         opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
 
         # Generator step. D's parameters are excluded from the graph (toggle) so G's adversarial term leaves no
         # gradient in D, and the D step below zeroes D's gradients before its own backward anyway.
         self.toggle_optimizer(opt_g)
-        prediction = self.forward_clip(clip)
-        terms = self.all_generator_terms(prediction, clip)
-        loss_g = self.weighted_sum(terms)
+        terms: dict[str, torch.Tensor] = {}
+        clip = prediction = None
+        if usual is not None:
+            clip = self.training_clip(usual)
+            prediction = self.forward_clip(clip)
+            terms = self.all_generator_terms(prediction, clip)
+        loss_g = self.weighted_sum(terms) if terms else torch.zeros((), device=self.device)
+        logged = dict(terms)
+        if negative is not None:
+            inverse = self.pseudo_negative_term(self.forward_clip(self.training_clip(negative)).frame, negative)
+            self.check_finite({"pseudo_negative": inverse})
+            loss_g = loss_g + inverse
+            logged["pseudo_negative"] = inverse
         self.optimise(opt_g, loss_g)
         self.untoggle_optimizer(opt_g)
-        logged = dict(terms)
         logged["g"] = loss_g
 
         # Discriminator step on the detached prediction; it does not advance global_step (iterations count G steps).
-        if self.discriminator is not None:
+        if self.discriminator is not None and clip is not None and prediction is not None:
             opt_d = optimizers[1]
             self.toggle_optimizer(opt_d)
             loss_d = losses.lsgan_discriminator_loss(

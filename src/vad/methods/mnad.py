@@ -147,19 +147,30 @@ class MNAD(VADModule):
         return terms
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        clip = self.split_clip(batch["frames"])
-        inputs, target = clip.stacked, clip.target
-        n = inputs.shape[0]
-        output, out = self(inputs)
-        terms = self.loss_terms_of(output, target, out)
-        loss = self.weighted_sum(terms)
+        # Pseudo-anomalies with the negative objective get only the bounded negative term and never update the memory.
+        usual, negative = self.split_pseudo(batch)
+        n = batch["frames"].shape[0]
+        terms: dict[str, torch.Tensor] = {}
+        out = None
+        if usual is not None:
+            clip = self.training_clip(usual)
+            output, out = self(clip.stacked)
+            terms = self.loss_terms_of(output, clip.target, out)
+        loss = self.weighted_sum(terms) if terms else torch.zeros((), device=self.device)
+        logged = dict(terms)
+        if negative is not None:
+            inverse = self.pseudo_negative_term(self(self.training_clip(negative).stacked)[0], negative)
+            self.check_finite({"pseudo_negative": inverse})
+            loss = loss + inverse
+            logged["pseudo_negative"] = inverse
         self.optimise(self.optimizers(), loss)
-        # The losses and the read used the memory before this step's update, as in the paper.
-        self.memory.update_(out)
-        self.log_terms(terms, batch_size=n)
+        self.log_terms(logged, batch_size=n)
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n, on_step=True, on_epoch=False)
-        used = torch.bincount(out.nearest, minlength=self.memory.num_items).gt(0).sum()
-        self.log("train/memory_items_used", used.float(), batch_size=n, on_step=True, on_epoch=False)
+        if out is not None:
+            # The losses and the read used the memory before this step's update, as in the paper.
+            self.memory.update_(out)
+            used = torch.bincount(out.nearest, minlength=self.memory.num_items).gt(0).sum()
+            self.log("train/memory_items_used", used.float(), batch_size=n, on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------ signals
     @staticmethod

@@ -1,0 +1,288 @@
+"""A labelled validation set without test labels: pseudo-anomalies injected into held-out NORMAL training videos.
+
+Video anomaly benchmarks ship no validation set with anomalies, so checkpoints, presets and sweep winners have
+usually been chosen on the test labels. With ``dataset.val_videos=k`` the datamodule holds k training videos out;
+this module turns each into a labelled video by injecting ``events`` pseudo-anomalies into known frame ranges (the
+frames of a range are labelled 1, every other frame 0), deterministic by seed. Every validation epoch then scores
+these videos with the test's protocol (per-video min-max, the method's fusion) and logs ``val/auc_micro`` and
+``val/auc_macro``.
+
+Kinds (``dataset.val_pseudo.kinds``; each video's events take them in turn, so every kind appears):
+
+- ``patch``: a window of another held-out video's frame crossing the scene (a foreign object), soft-edged;
+- ``local_speed``: a region of the frame shows its own content ``factor`` x faster (a cyclist among walkers: local,
+  where a whole-frame speed-up is global);
+- ``skip_frame``: the whole video plays ``factor`` x faster for the range (frames dropped; the video gets shorter);
+- ``reverse``: the range plays backwards.
+
+    dataset.val_videos=2 dataset.val_pseudo.events=3 test_checkpoint=best_val
+
+The plan (videos, ranges in the injected videos' frame numbers, kinds and their parameters) is saved with the run
+(``val_pseudo.json``). Local kinds are the default: the r-GAN family's results showed that a whole-frame speed-up
+ranks detectors differently from the local anomalies of the benchmarks (``experiments/results/rgan_family_pilots.md``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vad.data.cache import FrameCache
+from vad.data.clips import TestClipDataset
+from vad.data.index import Video
+from vad.errors import ConfigError
+from vad.pseudo import kinds as ops
+
+VALIDATION_KINDS = ("patch", "local_speed", "skip_frame", "reverse")
+DEFAULTS: Mapping[str, Any] = {
+    "kinds": ["patch", "local_speed"],
+    "events": 2,
+    "length": [12, 30],
+    "size": [0.2, 0.35],
+    "speed": [0.03, 0.08],
+    "factor": [2, 4],
+    "seed": None,
+}
+
+
+@dataclass
+class Event:
+    """One injected pseudo-anomaly: frames ``start`` .. ``stop - 1`` of the injected video, of ``kind``."""
+
+    kind: str
+    start: int
+    stop: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VideoPlan:
+    """How one held-out video is turned into a labelled one: ``source`` maps each output frame to a frame of the
+    original video (skip_frame and reverse re-time it), then the local events are drawn over it."""
+
+    name: str
+    original_frames: int
+    source: list[int]
+    events: list[Event]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.source)
+
+    def labels(self) -> np.ndarray:
+        labels = np.zeros(self.num_frames, dtype=np.int64)
+        for event in self.events:
+            labels[event.start : event.stop] = 1
+        return labels
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "video": self.name,
+            "original_frames": self.original_frames,
+            "frames": self.num_frames,
+            "anomalous_frames": int(self.labels().sum()),
+            "events": [asdict(e) for e in self.events],
+        }
+
+
+def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``dataset.val_pseudo`` merged over :data:`DEFAULTS`, checked."""
+    merged = dict(DEFAULTS) | dict(options or {})
+    unknown = sorted(set(merged) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"dataset.val_pseudo has unknown key(s) {unknown}; valid: {list(DEFAULTS)}")
+    bad = sorted(set(merged["kinds"]) - set(VALIDATION_KINDS))
+    if bad or not merged["kinds"]:
+        raise ConfigError(f"dataset.val_pseudo.kinds={list(merged['kinds'])}: choose from {list(VALIDATION_KINDS)}")
+    if int(merged["events"]) < 1:
+        raise ConfigError(f"dataset.val_pseudo.events must be >= 1, got {merged['events']}")
+    lo, hi = (int(v) for v in merged["length"])
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"dataset.val_pseudo.length must be [low, high] frames with 1 <= low <= high, got {[lo, hi]}")
+    flo, fhi = (int(v) for v in merged["factor"])
+    if not 2 <= flo <= fhi:
+        raise ConfigError(f"dataset.val_pseudo.factor must be [low, high] integers >= 2, got {[flo, fhi]}")
+    return merged
+
+
+def plan_video(
+    rng: np.random.Generator,
+    name: str,
+    num_frames: int,
+    frame_size: tuple[int, int],
+    event_kinds: Sequence[str],
+    options: Mapping[str, Any],
+    guard: int,
+    sources: Sequence[int],
+) -> VideoPlan:
+    """The plan of one video of ``num_frames`` original frames: ``options["events"]`` events, one per equal segment
+    of the video, each starting at least ``guard`` frames into its segment (the first frames of a video are not
+    scored); a patch comes from one of the videos ``sources`` (positions among the held-out videos)."""
+    count = int(options["events"])
+    lo, hi = (int(v) for v in options["length"])
+    segment = num_frames // count
+    source: list[int] = []
+    events: list[Event] = []
+    for k in range(count):
+        begin, end = k * segment, (k + 1) * segment if k < count - 1 else num_frames
+        kind = event_kinds[k % len(event_kinds)]
+        factor = int(rng.integers(int(options["factor"][0]), int(options["factor"][1]) + 1))
+        consumed = factor if kind == "skip_frame" else 1  # original frames per output frame
+        room = (end - begin - guard) // consumed
+        length = min(int(rng.integers(lo, hi + 1)), room)
+        if length < 1:
+            raise ConfigError(
+                f"held-out video '{name}' ({num_frames} frames) is too short for {count} pseudo-anomalies after "
+                f"{guard} unscored frames each; lower dataset.val_pseudo.events or .length"
+            )
+        first = begin + guard + int(rng.integers(0, room - length + 1)) if room > length else begin + guard
+        source.extend(range(begin, first))
+        out = len(source)
+        params: dict[str, Any] = {}
+        if kind == "skip_frame":
+            source.extend(range(first, first + factor * length, factor))
+            params["factor"] = factor
+            rest = first + factor * length
+        elif kind == "reverse":
+            source.extend(range(first + length - 1, first - 1, -1))
+            rest = first + length
+        else:
+            source.extend(range(first, first + length))
+            rest = first + length
+            params = _local_params(rng, kind, frame_size, length, factor, options, sources)
+        source.extend(range(rest, end))
+        events.append(Event(kind, out, out + length, params))
+    return VideoPlan(name, num_frames, source, events)
+
+
+def _local_params(
+    rng: np.random.Generator,
+    kind: str,
+    frame_size: tuple[int, int],
+    length: int,
+    factor: int,
+    options: Mapping[str, Any],
+    sources: Sequence[int],
+) -> dict[str, Any]:
+    size = ops.patch_size(rng, frame_size, options["size"])
+    if kind == "local_speed":
+        y = int(rng.integers(0, frame_size[0] - size[0] + 1))
+        x = int(rng.integers(0, frame_size[1] - size[1] + 1))
+        return {"factor": factor, "region": [y, x, size[0], size[1]]}
+    side = min(frame_size)
+    speed = (float(options["speed"][0]) * side, float(options["speed"][1]) * side)
+    track = ops.patch_track(rng, frame_size, size, length, speed)
+    return {
+        "source_video": int(sources[int(rng.integers(len(sources)))]),
+        "source_fraction": float(rng.uniform(0, 1)),
+        "source_corner": [float(rng.uniform(0, 1)), float(rng.uniform(0, 1))],
+        "size": list(size),
+        "track": [list(c) for c in track],
+    }
+
+
+def inject(frames: np.ndarray, plan: VideoPlan, sources: Sequence[np.ndarray]) -> np.ndarray:
+    """The injected uint8 (N', C, H, W) video of ``plan`` from the original ``frames``; ``sources`` are the
+    videos a patch may come from (indexed by ``source_video``)."""
+    out = frames[plan.source].copy()
+    last = len(frames) - 1
+    for event in plan.events:
+        p = event.params
+        if event.kind == "local_speed":
+            y, x, h, w = p["region"]
+            mask = ops.smooth_mask((h, w), max(1, h // 6))
+            origin = plan.source[event.start]
+            for k, frame in enumerate(out[event.start : event.stop]):
+                fast = frames[min(origin + p["factor"] * k, last), :, y : y + h, x : x + w]
+                ops.paste_patch(frame, fast, (y, x), mask)
+        elif event.kind == "patch":
+            video = sources[p["source_video"]]
+            src = video[min(int(p["source_fraction"] * len(video)), len(video) - 1)]
+            h, w = p["size"]
+            cy = int(p["source_corner"][0] * (src.shape[1] - h))
+            cx = int(p["source_corner"][1] * (src.shape[2] - w))
+            patch = src[:, cy : cy + h, cx : cx + w]
+            mask = ops.smooth_mask((h, w), max(1, h // 5))
+            for frame, corner in zip(out[event.start : event.stop], p["track"], strict=True):
+                ops.paste_patch(frame, patch, tuple(corner), mask)
+    return out
+
+
+class PseudoValidationClips(TestClipDataset):
+    """The clips of the injected held-out videos, labelled by the plan; items as :class:`TestClipDataset`.
+
+    Each video is injected when first read and kept until another is read (the validation loader reads them in
+    order), so at most one injected video is held in memory.
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[Video],
+        cache: FrameCache,
+        dataset_name: str,
+        clip_len: int = 5,
+        frame_stride: int = 1,
+        options: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(videos, cache, dataset_name, clip_len=clip_len, frame_stride=frame_stride)
+        self.options = check_options(options)
+        guard = self.span - 1 + 2
+        # the held-out videos are drawn by the dataset seed; the injection by val_pseudo.seed when given, so several
+        # injections of the same held-out videos can be compared
+        injection = int(seed if self.options["seed"] is None else self.options["seed"])
+        self.plans = []
+        for i, video in enumerate(self.videos):
+            original = self._original(i)
+            rng = np.random.default_rng([injection, i])
+            size = (int(original.shape[2]), int(original.shape[3]))
+            names = self.options["kinds"]
+            event_kinds = [names[(i + k) % len(names)] for k in range(len(names))]  # video i starts with kind i
+            others = [j for j in range(len(self.videos)) if j != i] or [i]
+            self.plans.append(
+                plan_video(rng, video.name, len(original), size, event_kinds, self.options, guard, others)
+            )
+        self.num_frames = [p.num_frames for p in self.plans]
+        self.labels = [p.labels() for p in self.plans]
+        counts = np.array([max(n - self.span + 1, 0) for n in self.num_frames], dtype=np.int64)
+        self.clips_per_video = counts
+        self._ends = np.cumsum(counts).tolist()
+        self._injected: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _original(self, video_id: int) -> np.ndarray:
+        return super().frames(video_id)
+
+    def frames(self, video_id: int) -> np.ndarray:
+        array = self._injected.get(video_id)
+        if array is None:
+            sources = _LazyVideos(self)
+            array = inject(self._original(video_id), self.plans[video_id], sources)
+            self._injected.clear()
+            self._injected[video_id] = array
+        return array
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as JSON: options and, per video, its events (frame ranges of the injected video)."""
+        return {"options": dict(self.options), "videos": [p.to_json() for p in self.plans]}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_injected"] = OrderedDict()
+        return state
+
+
+class _LazyVideos(Sequence):
+    """The original held-out videos, mapped only when a patch is taken from them."""
+
+    def __init__(self, dataset: PseudoValidationClips) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset.videos)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        return self.dataset._original(i)

@@ -1,0 +1,280 @@
+"""Pseudo-anomalies: the operations, the training plug-ins (indices, placement, flags, determinism, objectives) and
+the labelled validation set injected into held-out normal videos."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vad.data.cache import FrameCache
+from vad.data.clips import ClipDataset
+from vad.data.datamodule import VideoDataModule
+from vad.data.layout import open_dataset
+from vad.errors import ConfigError
+from vad.methods.base import VADModule
+from vad.pseudo import kinds
+from vad.pseudo.plugins import PseudoClips
+from vad.pseudo.validation import PseudoValidationClips
+
+LENGTHS = {"01": 40, "02": 36, "03": 44}
+SIZE = 32
+
+
+def value(video: str, frame: int) -> int:
+    """The grey level of every pixel of a frame: it identifies (video, frame)."""
+    return (int(video) * 60 + frame * 1) % 256
+
+
+@pytest.fixture
+def toy_root(tmp_path: Path) -> Path:
+    root = tmp_path / "toy"
+    for video, n in LENGTHS.items():
+        folder = root / "training" / "frames" / video
+        folder.mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((SIZE, SIZE), value(video, i), np.uint8))
+    (root / "testing" / "frames" / "01").mkdir(parents=True)
+    cv2.imwrite(str(root / "testing" / "frames" / "01" / "000.png"), np.zeros((SIZE, SIZE), np.uint8))
+    return root
+
+
+def clips(root: Path, tmp_path: Path, clip_len: int = 5, kind: type = ClipDataset, **kwargs) -> ClipDataset:
+    index = open_dataset("toy", root, layout="ffp")
+    cache = FrameCache(tmp_path / "cache", (SIZE, SIZE), 1, "area")
+    cache.build(index.train, "toy/training", progress=False)
+    return kind(index.train, cache, "toy/training", clip_len=clip_len, **kwargs)
+
+
+def frame_numbers(frames: torch.Tensor, video: str) -> list[int]:
+    """Which frames of ``video`` a (T, 1, H, W) clip in [-1, 1] holds, read off the centre pixel's grey level."""
+    levels = ((frames[:, 0, 0, 0] + 1) * 127.5).round().int().tolist()
+    return [(level - int(video) * 60) % 256 for level in levels]
+
+
+# ---------------------------------------------------------------------------------------------------------- kinds
+def test_frame_orders() -> None:
+    assert kinds.skipped_frames(10, 5, 3) == [10, 13, 16, 19, 22]
+    assert kinds.speed_frames(4, 5, 0.5) == [4, 4, 5, 6, 6]  # round half to even: 0, 0.5, 1, 1.5, 2
+    assert kinds.speed_frames(0, 3, 2.0) == [0, 2, 4]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_patch_track_keeps_the_whole_patch_inside_the_frame(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    track = kinds.patch_track(rng, (24, 40), (10, 6), length=30, speed=(5, 50))  # steps longer than the frame
+    assert len(track) == 30
+    for y, x in track:
+        assert 0 <= y <= 24 - 10
+        assert 0 <= x <= 40 - 6
+    moves = {(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(track)}
+    assert moves != {(0, 0)}
+
+
+def test_smooth_mask_and_exact_blending() -> None:
+    mask = kinds.smooth_mask((9, 9), edge=3)
+    assert mask[4, 4] == 1.0
+    assert mask[0, 0] == pytest.approx(0.25)
+    assert mask.min() > 0
+    assert np.all(np.diff(mask[4, :5]) >= 0)  # rising towards the centre
+    frame = np.full((1, 12, 12), 100, np.uint8)
+    patch = np.full((1, 9, 9), 200, np.uint8)
+    kinds.paste_patch(frame, patch, (2, 3), mask)
+    assert frame[0, 6, 7] == 200  # the centre of the patch: mask 1
+    assert frame[0, 2, 3] == 125  # its corner: 0.25 * 200 + 0.75 * 100
+    assert frame[0, 0, 0] == 100
+    assert frame[0, 11, 11] == 100
+    with pytest.raises(ValueError, match="leaves"):
+        kinds.paste_patch(frame, patch, (5, 5), mask)
+
+
+# ------------------------------------------------------------------------------------------------ training plug-ins
+def test_skip_frame_clips_sample_every_s_frames_and_keep_the_normal_target(toy_root: Path, tmp_path: Path) -> None:
+    base = clips(toy_root, tmp_path)
+    plug = PseudoClips(base, {"skip_frame": {"strides": [3]}}, probability=1.0)
+    for i in (0, 7, len(base) - 1):
+        item = plug[(0, i)]
+        video_id, start = base.locate(i)
+        name = base.videos[video_id].name
+        numbers = frame_numbers(item["frames"], name)
+        first = numbers[0]
+        assert numbers == [first + 3 * k for k in range(5)]
+        assert first == min(start, LENGTHS[name] - 13)  # moved back at the end of the video
+        assert item["pseudo"] == 1
+        assert item["pseudo_negative"] == 0.0
+        # not_reconstruct: trained towards the target of the stride-1 clip from the same start
+        assert frame_numbers(item["target"][None], name) == [first + 4]
+
+    negative = PseudoClips(base, {"skip_frame": {"strides": [2]}}, probability=1.0, objective="negative", bound=0.1)
+    item = negative[(0, 3)]
+    assert torch.equal(item["target"], item["frames"][-1])  # its own (skipped) target
+    assert item["pseudo_negative"] == 1.0
+    assert item["pseudo_bound"] == 0.1
+
+
+def test_speed_plugin_reverses_or_slows_the_clip(toy_root: Path, tmp_path: Path) -> None:
+    base = clips(toy_root, tmp_path)
+    reverse = PseudoClips(base, {"speed": {"factors": [], "reverse": True}}, probability=1.0)
+    _, start = base.locate(5)
+    assert frame_numbers(reverse[(0, 5)]["frames"], "01") == list(range(start + 4, start - 1, -1))
+    slow = PseudoClips(base, {"speed": {"factors": [0.5], "reverse": False}}, probability=1.0)
+    assert frame_numbers(slow[(0, 5)]["frames"], "01") == [start + n for n in (0, 0, 1, 2, 2)]
+
+
+def test_patch_plugin_changes_only_pixels_under_the_moving_patch(toy_root: Path, tmp_path: Path) -> None:
+    base = clips(toy_root, tmp_path)
+    plug = PseudoClips(base, {"patch": {"size": [0.25, 0.25], "speed": [0.1, 0.1], "edge": 0.0}}, probability=1.0)
+    changed_somewhere = False
+    for i in range(0, len(base), 9):
+        item = plug[(2, i)]
+        video_id, start = base.locate(i)
+        normal = torch.from_numpy(base.clip(video_id, start).astype(np.float32) / 127.5 - 1)
+        diff = (item["frames"] - normal).abs()[:, 0] > 1e-6
+        for t in range(5):
+            ys, xs = np.nonzero(diff[t].numpy())
+            if ys.size:  # a uniform frame differs from the patch's source frame
+                changed_somewhere = True
+                assert ys.max() - ys.min() < 8
+                assert xs.max() - xs.min() < 8
+        assert torch.allclose(item["target"], normal[-1])  # trained towards the frame without the patch
+    assert changed_somewhere
+
+
+def test_draws_are_deterministic_per_epoch_and_follow_the_probability(toy_root: Path, tmp_path: Path) -> None:
+    base = clips(toy_root, tmp_path)
+    options = {"skip_frame": {}, "patch": {}, "speed": {}}
+    plug = PseudoClips(base, options, probability=0.3, seed=4)
+    again = PseudoClips(base, options, probability=0.3, seed=4)
+    flags = {e: [plug[(e, i)]["pseudo"] for i in range(len(base))] for e in range(3)}
+    assert flags[0] == [again[(0, i)]["pseudo"] for i in range(len(base))]
+    assert torch.equal(plug[(1, 17)]["frames"], again[(1, 17)]["frames"])
+    assert flags[0] != flags[1]  # each epoch draws anew
+    rate = np.mean([f for e in flags for f in flags[e]])
+    assert 0.18 < rate < 0.42
+    seen = {plug.sample((e, i))["pseudo_kind"] for e in range(3) for i in range(len(base))}
+    assert seen == {None, "skip_frame", "patch", "speed"}
+    none = PseudoClips(base, options, probability=0.0)
+    item = none[(0, 3)]
+    assert item["pseudo"] == 0
+    assert torch.equal(item["frames"], base[3]["frames"])
+
+
+def test_the_datamodule_hands_pseudo_items_to_the_training_loader(toy_root: Path, tmp_path: Path) -> None:
+    pseudo = {"kinds": {"skip_frame": {"strides": [2]}}, "probability": 0.5, "objective": "negative"}
+    dm = VideoDataModule(
+        "toy", toy_root, image_size=(SIZE, SIZE), channels=1, clip_len=5, batch_size=8, pseudo=pseudo,
+        cache_dir=tmp_path / "cache", layout="ffp",
+    )  # fmt: skip
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    flags = torch.cat([b["pseudo"] for b in batches])
+    assert len(flags) == len(dm.train_dataset)
+    assert 0 < flags.sum() < len(flags)
+    negative = torch.cat([b["pseudo_negative"] for b in batches])
+    assert torch.equal(negative > 0, flags > 0)
+    with pytest.raises(ConfigError, match=r"pseudo.kinds has unknown kind\(s\) \['blur'\]"):
+        PseudoClips(dm.train_dataset.base, {"blur": {}})
+    with pytest.raises(ConfigError, match=r"pseudo\.objective"):
+        PseudoClips(dm.train_dataset.base, {"patch": {}}, objective="invert")
+
+
+# ------------------------------------------------------------------------------------------ the negative objective
+class _Probe(VADModule):
+    signals = ("psnr",)
+
+    def __init__(self) -> None:
+        super().__init__(channels=1, clip_len=2)
+
+
+def test_split_pseudo_and_the_bounded_negative_term() -> None:
+    probe = _Probe()
+    batch = {
+        "frames": torch.zeros(3, 2, 1, 4, 4),
+        "video": ["a", "b", "c"],
+        "pseudo_negative": torch.tensor([0.0, 2.0, 0.0], dtype=torch.float64),
+        "pseudo_bound": torch.full((3,), 0.5, dtype=torch.float64),
+    }
+    usual, negative = probe.split_pseudo(batch)
+    assert usual is not None
+    assert negative is not None
+    assert usual["video"] == ["a", "c"]
+    assert negative["video"] == ["b"]
+    assert negative["frames"].shape[0] == 1
+    plain = {"frames": torch.zeros(2, 2, 1, 4, 4)}
+    assert probe.split_pseudo(plain)[1] is None
+
+    # error below the bound: the gradient raises the error; above it: no gradient (the loss cannot run away)
+    for offset, grows in ((0.3, True), (2.0, False)):
+        output = torch.full((1, 1, 4, 4), offset, requires_grad=True)  # mse = offset^2 against a zero target
+        term = probe.pseudo_negative_term(output, negative)
+        assert term.item() == pytest.approx(-2.0 * min(offset**2, 0.5))
+        term.backward()
+        if grows:
+            assert (output.grad < 0).all()  # gradient descent moves the output away from the target
+        else:
+            assert (output.grad == 0).all()
+
+
+# ------------------------------------------------------------------------------------------- validation injection
+OPTIONS = {"kinds": ["patch", "local_speed", "skip_frame", "reverse"], "events": 4, "length": [4, 6]}
+
+
+def test_the_validation_plan_labels_exactly_the_injected_frames(toy_root: Path, tmp_path: Path) -> None:
+    val = clips(toy_root, tmp_path, kind=PseudoValidationClips, options=OPTIONS, seed=1)
+    again = clips(toy_root, tmp_path, kind=PseudoValidationClips, options=OPTIONS, seed=1)
+    other = clips(toy_root, tmp_path, kind=PseudoValidationClips, options=OPTIONS, seed=2)
+    assert val.describe()["videos"] == again.describe()["videos"] != other.describe()["videos"]
+    # val_pseudo.seed draws the injection alone: seed 2's injection into the videos held out by seed 1
+    reseeded = clips(toy_root, tmp_path, kind=PseudoValidationClips, options=OPTIONS | {"seed": 2}, seed=1)
+    assert reseeded.describe()["videos"] == other.describe()["videos"]
+    json.dumps(val.describe())
+    for video_id, plan in enumerate(val.plans):
+        name = plan.name
+        frames = val.frames(video_id)
+        assert len(frames) == plan.num_frames == val.num_frames[video_id]
+        labels = np.zeros(plan.num_frames, np.int64)
+        kinds_seen = []
+        for event in plan.events:
+            labels[event.start : event.stop] = 1
+            kinds_seen.append(event.kind)
+            assert event.start >= val.span - 1  # every injected frame is scored
+            seg = plan.source[event.start : event.stop]
+            if event.kind == "skip_frame":
+                assert np.all(np.diff(seg) == event.params["factor"])
+            elif event.kind == "reverse":
+                assert np.all(np.diff(seg) == -1)
+            elif event.kind == "local_speed":
+                y, x, h, w = event.params["region"]
+                inside = frames[event.stop - 1, 0, y + h // 2, x + w // 2]
+                fast = min(seg[0] + event.params["factor"] * (len(seg) - 1), LENGTHS[name] - 1)
+                assert inside == value(name, fast)
+        assert sorted(kinds_seen) == sorted(OPTIONS["kinds"])
+        assert np.array_equal(val.labels[video_id], labels)
+        # outside the events every frame is the original frame the plan maps it to
+        outside = np.nonzero(labels == 0)[0]
+        assert [int(frames[t, 0, 0, 0]) for t in outside] == [value(name, plan.source[t]) for t in outside]
+        shortened = sum((e.params["factor"] - 1) * (e.stop - e.start) for e in plan.events if e.kind == "skip_frame")
+        assert plan.num_frames == LENGTHS[name] - shortened
+        assert plan.original_frames == LENGTHS[name]
+
+
+def test_validation_items_carry_the_pseudo_labels(toy_root: Path, tmp_path: Path) -> None:
+    val = clips(toy_root, tmp_path, kind=PseudoValidationClips, options=OPTIONS, seed=1)
+    items = [val[i] for i in range(len(val))]
+    for item in items:
+        assert item["label"] == val.labels[item["video_id"]][item["index"]]
+    assert 0 < sum(item["label"] for item in items) < len(items)
+
+
+def test_a_video_too_short_for_the_events_is_refused_with_the_fix(toy_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"too short for 9 pseudo-anomalies.*lower dataset.val_pseudo.events"):
+        clips(toy_root, tmp_path, kind=PseudoValidationClips, options={"events": 9})
+    with pytest.raises(ConfigError, match=r"val_pseudo.kinds=\['fog'\]"):
+        clips(toy_root, tmp_path, kind=PseudoValidationClips, options={"kinds": ["fog"]})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['event'\]"):
+        clips(toy_root, tmp_path, kind=PseudoValidationClips, options={"event": 1})
