@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
 
-from hydra_runs import TINY_FFP, tiny_dataset
+from hydra_runs import TINY_FFP, tiny_dataset, tiny_synthetic
 from vad import config_dir
 from vad import train as train_module
 from vad.runs import load_sweep
@@ -87,12 +87,13 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on_then_exits_1(
 
 
 def test_optuna_sweep_writes_its_study_and_resumes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = tiny_dataset(tmp_path / "tiny")
+    # 2 training videos of 36 frames: one is held out and turned into the pseudo-anomaly validation video
+    data = [*tiny_synthetic(tmp_path / "synthetic"), "dataset.val_videos=1"]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = [*data, *TINY_FFP, *FAST, "hparams_search=ffp_optuna", f"hydra.sweeper.storage={storage}"]
     multirun(monkeypatch, tmp_path, [*search, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'a'}"])
 
-    study = optuna.load_study(study_name="ffp-tiny", storage=storage)
+    study = optuna.load_study(study_name="ffp-synthetic", storage=storage)
     trials = study.get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert set(trials[0].params) == {
@@ -101,17 +102,35 @@ def test_optuna_sweep_writes_its_study_and_resumes_it(tmp_path: Path, monkeypatc
         "model.optim.lr_g",
         "model.optim.lr_d",
     }
-    for trial in trials:  # each trial is a job whose returned test AUC is the trial's value
+    for trial in trials:  # the objective is the validation AUC of the tested (best-validation) checkpoint
         metrics = json.loads((Path(trial.user_attrs["job_dir"]) / "metrics.json").read_text())
-        assert trial.value == pytest.approx(metrics["auc_micro"])
+        assert trial.value == pytest.approx(metrics["val_auc_micro"])
+        assert metrics["checkpoint_selection"].startswith("best_val")
+        assert not metrics["selected_on_test_labels"]
     text = (tmp_path / "a" / "optuna_study.md").read_text()
-    assert f"Best: trial {study.best_trial.number}, auc_micro = {study.best_value:.4f}" in text
+    assert f"Best: trial {study.best_trial.number}, val_auc_micro = {study.best_value:.4f}" in text
+    assert "TEST LABELS" not in text
+    assert "TEST LABELS" not in (tmp_path / "a" / "sweep_summary.md").read_text()
     assert [r["status"] for r in summary(tmp_path / "a")] == ["completed", "completed"]
+    assert all(r["val_auc_micro"] for r in summary(tmp_path / "a"))
 
     # the same command with more trials continues the study: only the missing trial runs
     multirun(monkeypatch, tmp_path, [*search, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 'b'}"])
-    assert len(optuna.load_study(study_name="ffp-tiny", storage=storage).get_trials()) == 3
+    assert len(optuna.load_study(study_name="ffp-synthetic", storage=storage).get_trials()) == 3
     assert [run.name for run in load_sweep(tmp_path / "b")] == ["0"]
+
+    # a search on a test metric chooses on the test labels: both summaries say so
+    on_test = [
+        *search,
+        "hydra.sweeper.metric=auc_micro",
+        "hydra.sweeper.study_name=on-test",
+        "hydra.sweeper.n_trials=1",
+    ]
+    multirun(monkeypatch, tmp_path, [*on_test, f"hydra.sweep.dir={tmp_path / 'c'}"])
+    for name in ("optuna_study.md", "sweep_summary.md"):
+        assert (
+            "SELECTED ON TEST LABELS: the objective auc_micro is a test metric" in (tmp_path / "c" / name).read_text()
+        )
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vad import report, tracking
-from vad.callbacks import NonFiniteCheckpoint
+from vad.callbacks import BestValCheckpoint, NonFiniteCheckpoint
 from vad.checkpoint_io import AtomicCheckpointIO
 from vad.errors import ConfigError, unwrapped_constructor_errors
 from vad.methods.base import FrozenNet, VADModule
@@ -71,12 +71,16 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True) -> L.Trainer:
     """The trainer of ``cfg.trainer`` with the loggers of ``cfg.logger`` and, for training (``with_callbacks``), the
     callbacks of ``cfg.callbacks`` plus :class:`~vad.callbacks.NonFiniteCheckpoint`, which every training run has.
-    Checkpoints are written atomically (:class:`~vad.checkpoint_io.AtomicCheckpointIO`)."""
+    Checkpoints are written atomically (:class:`~vad.checkpoint_io.AtomicCheckpointIO`). With held-out validation
+    videos (``dataset.val_videos``) the checkpoint of the best validation micro AUC is kept too
+    (:class:`~vad.callbacks.BestValCheckpoint`, what ``test_checkpoint=best_val`` tests)."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     callbacks = []
     if with_callbacks:
         callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
         callbacks.append(NonFiniteCheckpoint(run_dir / "checkpoints"))
+        if cfg.dataset.get("val_videos"):
+            callbacks.append(BestValCheckpoint(run_dir / "checkpoints"))
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
@@ -106,6 +110,11 @@ def test_and_report(
     if trainer.is_global_zero and result is not None:
         meta = dict(meta)
         meta.update({"checkpoint": ckpt_path, "checkpoint_selection": selection, "world_size": trainer.world_size})
+        meta.setdefault("selected_on_test_labels", selection.startswith("best_on_test"))
+        tracking.publish_selection(
+            trainer.loggers,
+            {k: meta.get(k) for k in ("checkpoint_selection", "selected_on_test_labels", "val_auc_micro")},
+        )
         meta["test_seconds"] = round(seconds, 3)
         meta.update(tracking.describe(trainer.loggers))
         full_labels = {v.name: v.labels for v in datamodule.test_videos if v.labels is not None}

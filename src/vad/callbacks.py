@@ -3,11 +3,13 @@
     <run>/checkpoints/last.ckpt        RunCheckpoint: the final state of training (and periodic step*.ckpt)
     <run>/samples/step0000500.png      SampleGrids: the method's sample panels of the current batch, every N steps
     <run>/checkpoints/nonfinite_step0000123.ckpt   NonFiniteCheckpoint: the training state at the failing step
+    <run>/checkpoints/best-val-step0000400.ckpt    BestValCheckpoint: the best validation micro AUC so far
 
     callbacks = [SampleGrids(every_n_steps=500), NonFiniteCheckpoint("<run>/checkpoints")]
 
 ``RunCheckpoint`` and ``SampleGrids`` are configured in ``conf/callbacks/default.yaml``; ``NonFiniteCheckpoint`` is
-part of every training run (``vad.build.build_trainer`` adds it), since a diverged run must always leave its state.
+part of every training run (``vad.build.build_trainer`` adds it), since a diverged run must always leave its state;
+``BestValCheckpoint`` of every run with held-out validation videos.
 """
 
 from __future__ import annotations
@@ -34,6 +36,26 @@ class RunCheckpoint(ModelCheckpoint):
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
+
+
+class BestValCheckpoint(ModelCheckpoint):
+    """Keeps ``best-val-step<N>.ckpt``: the checkpoint of the best ``val/auc_micro`` so far (validation on held-out
+    normal videos with injected pseudo-anomalies, no test label), for ``test_checkpoint=best_val``. Its state (best
+    path and score) travels in every checkpoint, so a resumed run keeps comparing against the right best."""
+
+    MONITOR = "val/auc_micro"
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="best-val-step{step:07d}",
+            monitor=self.MONITOR,
+            mode="max",
+            save_top_k=1,
+            save_last=False,
+            auto_insert_metric_name=False,
+            save_on_train_epoch_end=False,  # at the end of each validation, where the AUC is known
+        )
 
 
 class SampleGrids(Callback):

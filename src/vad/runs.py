@@ -30,7 +30,9 @@ from vad.report import atomic_path, format_comparison
 FAILED = "failed"
 FAILURE_FILE = "error.txt"
 #: the metrics a summary shows by default
-SUMMARY_METRICS = ("auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw", "frames")
+SUMMARY_METRICS = ("val_auc_micro", "val_auc_macro", "auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw", "frames")
+#: written into a sweep folder by a search whose objective was a test metric (vad_optuna_sweeper)
+TEST_SELECTED_MARK = "SELECTED_ON_TEST_LABELS"
 
 
 def record_failure(run_dir: Path, message: str) -> Path:
@@ -143,7 +145,14 @@ def write_summary(sweep_dir: str | Path, metrics: Sequence[str] = SUMMARY_METRIC
     rows = summary_rows(runs, metrics)
     table = format_comparison(rows) if rows else "(no jobs)"
     done = sum(r.status == "completed" for r in runs)
-    text = f"# Sweep {sweep_dir}\n\n{done} of {len(runs)} jobs completed.\n\n{table}\n"
+    choose = (
+        "Choose a job by val_auc_micro (validation AUC on pseudo-anomalies in held-out training videos); choosing "
+        "by a test column (auc_micro, auc_macro, ...) is selection on the test labels and must be reported as such."
+    )
+    mark = sweep_dir / TEST_SELECTED_MARK
+    if mark.is_file():
+        choose = f"**{mark.read_text().strip()}.** " + choose
+    text = f"# Sweep {sweep_dir}\n\n{done} of {len(runs)} jobs completed.\n\n{choose}\n\n{table}\n"
     markdown = sweep_dir / "sweep_summary.md"
     with atomic_path(markdown) as tmp:
         tmp.write_text(text)

@@ -230,6 +230,14 @@ def _wandb_report(logger: WandbLogger, result: ProtocolResult, images: Mapping[s
     run.summary.update({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and v is not None})
 
 
+def publish_selection(loggers: Sequence[Logger], selection: Mapping[str, Any]) -> None:
+    """Put how the tested checkpoint was chosen (``checkpoint_selection``, ``selected_on_test_labels``, the
+    validation AUCs) into the wandb run summary, where a test-selected number must say so."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and _wandb_run(logger) is not None:
+            logger.experiment.summary.update({f"selection/{k}": v for k, v in selection.items() if v is not None})
+
+
 def _tensorboard_images(logger: TensorBoardLogger, images: Mapping[str, Path], step: int) -> None:
     from matplotlib.image import imread
 

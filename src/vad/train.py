@@ -11,13 +11,19 @@ never written into, except to resume it with ``ckpt_path=last``.
 Resuming (``ckpt_path=last`` in the run's folder, or ``ckpt_path=<file>`` into a new one) restores the weights, the
 optimiser and scheduler states, buffers (memories), the step and epoch counters and the position in the data order
 (``vad.data.datamodule.ResumableLoader``): on CPU with the same seed a resumed run ends with the weights of an
-uninterrupted one. A non-finite loss stops training with the step and term, after saving the state of that step
+uninterrupted one. With held-out videos (``dataset.val_videos=2``) every validation epoch logs ``val/auc_micro`` on
+injected pseudo-anomalies, ``test_checkpoint=best_val`` tests the checkpoint that maximised it, and metrics.json
+records the tested checkpoint's validation AUC (``val_auc_micro``) and the plan of the injection
+(``val_pseudo.json``). A non-finite loss stops training with the step and term, after saving the state of that step
 (``vad.callbacks.NonFiniteCheckpoint``). Under DDP the replicas' weights are compared after fitting.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ from omegaconf import DictConfig
 
 from vad import report, tracking
 from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+from vad.callbacks import BestValCheckpoint
 from vad.cli import check_fresh, run_hydra
 from vad.distributed import replica_digests
 from vad.errors import ConfigError
@@ -47,10 +54,70 @@ def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
+TEST_CHECKPOINTS = ("last", "best_val")
+BEST_VAL = "best_val (best validation micro AUC on pseudo-anomalies in held-out training videos; no test label)"
+
+
+def check_selection(cfg: DictConfig) -> str:
+    """``test_checkpoint``, checked before anything is trained."""
+    choice = cfg.get("test_checkpoint", "last")
+    if choice not in TEST_CHECKPOINTS:
+        raise ConfigError(f"test_checkpoint={choice} is not one of {list(TEST_CHECKPOINTS)}")
+    if choice == "best_val" and not cfg.dataset.get("val_videos"):
+        raise ConfigError(
+            "test_checkpoint=best_val selects by validation AUC, but there are no validation videos: hold some "
+            "normal training videos out with dataset.val_videos=2 (pseudo-anomalies are injected into them)"
+        )
+    return choice
+
+
+def validation_record(trainer: L.Trainer, model: Any, datamodule: Any, run_dir: Path, choice: str) -> dict[str, Any]:
+    """The checkpoint to test and what metrics.json records about validation: the plan of the injected
+    pseudo-anomalies (written to ``val_pseudo.json``), the final weights' validation AUCs and, for ``best_val``,
+    the selected checkpoint and its validation AUC."""
+    plan = getattr(datamodule, "validation_plan", None)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    record: dict[str, Any] = {"ckpt": str(last) if last.is_file() else None, "selection": "last", "meta": {}}
+    if plan is None:
+        return record
+    if trainer.is_global_zero:
+        with report.atomic_path(run_dir / "val_pseudo.json") as tmp:
+            tmp.write_text(json.dumps(plan, indent=2) + "\n")
+    trainer.validate(model, datamodule=datamodule, verbose=False)  # the final weights, whatever the schedule
+    final = model.val_result
+    meta = record["meta"]
+    meta["val_plan"] = str(run_dir / "val_pseudo.json")
+    meta["val_auc_micro_final"] = None if final is None else final.auc_micro
+    meta["val_auc_macro_final"] = None if final is None else final.auc_macro
+    meta["val_auc_micro"] = meta["val_auc_micro_final"]
+    if choice == "best_val":
+        # the best of the validation epochs during training and of the final weights (validated above)
+        best = next((c for c in trainer.callbacks if isinstance(c, BestValCheckpoint)), None)  # type: ignore[attr-defined]
+        candidates = []
+        if best is not None and best.best_model_path and best.best_model_score is not None:
+            candidates.append((float(best.best_model_score), best.best_model_path))
+        if final is not None and not math.isnan(final.auc_micro) and last.is_file():
+            candidates.append((final.auc_micro, str(last)))
+        if not candidates:
+            warnings.warn(
+                "test_checkpoint=best_val: no validation AUC was computed, so the last checkpoint is tested",
+                stacklevel=2,
+            )
+            record["selection"] = "last (best_val requested, but no validation AUC was computed)"
+        else:
+            score, path = max(candidates, key=lambda c: c[0])  # the earlier checkpoint wins a tie
+            record["ckpt"] = path
+            record["selection"] = BEST_VAL
+            meta["val_auc_micro"] = score
+    return record
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the last checkpoint, write the report; returns the test metrics."""
+    """Fit, test the last (or best-validation) checkpoint, write the report; returns the test metrics and
+    ``val_auc_micro`` (the tested checkpoint's validation AUC) when there are validation videos."""
     run_dir = run_directory()
     resume = resolve_resume(cfg.get("ckpt_path"), run_dir)
+    choice = check_selection(cfg)
     check_fresh(run_dir, resuming=resume is not None)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -65,26 +132,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         digests = replica_digests(model)
         if len(set(digests)) > 1:
             raise RuntimeError(f"the DDP replicas' weights differ after training (digest per rank: {digests})")
+        chosen = validation_record(trainer, model, datamodule, run_dir, choice)
+        val = {k: v for k, v in chosen["meta"].items() if k.startswith("val_auc")}
         if not cfg.get("test", True):
-            return {}
-        last = run_dir / "checkpoints" / "last.ckpt"
-        ckpt = str(last) if last.is_file() else None
-        meta = report.run_metadata() | {
-            "seed": cfg.seed,
-            "run_dir": str(run_dir),
-            "task": "train",
-            "resumed_from": resume,
-            "replica_digests": digests,
-            "train_seconds": round(fit_seconds, 3),  # this process's fit (a resumed run: since the resume)
-            "train_steps": trainer.global_step,
-        }
-        result = test_and_report(trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection="last", meta=meta)
+            return val
+        ckpt = chosen["ckpt"]
+        meta = (
+            chosen["meta"]
+            | report.run_metadata()
+            | {
+                "seed": cfg.seed,
+                "run_dir": str(run_dir),
+                "task": "train",
+                "resumed_from": resume,
+                "replica_digests": digests,
+                "train_seconds": round(fit_seconds, 3),  # this process's fit (a resumed run: since the resume)
+                "train_steps": trainer.global_step,
+            }
+        )
+        selection = chosen["selection"]
+        result = test_and_report(trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection=selection, meta=meta)
     if result is None:
-        return {}
+        return val
     if trainer.is_global_zero:
         title = f"{cfg.model._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"
-        print(report.format_summary(result, title=title, checkpoint=f"{ckpt or 'in-memory weights'} (last)"))
-    return result.to_dict()
+        shown = f"{ckpt or 'in-memory weights'} ({selection})"
+        if "val_auc_micro" in val and val["val_auc_micro"] is not None:
+            shown += f"; validation micro AUC {val['val_auc_micro']:.4f}"
+        print(report.format_summary(result, title=title, checkpoint=shown))
+    return result.to_dict() | val
 
 
 def main() -> None:

@@ -12,7 +12,10 @@ The search space is written in Hydra's sweep syntax, in ``params`` or as command
 ``interval(a, b)`` a float in [a, b]; ``tag(log, interval(a, b))`` log-uniform; ``tag(int, interval(a, b))`` an
 integer; ``choice(x, y, ...)``, ``x,y,...`` and ``range(a, b)`` categorical. Plain overrides are fixed for every trial.
 
-The objective is the job's returned ``metric`` (``vad.train`` returns the test metrics: ``auc_micro``, ...). A job
+The objective is the job's returned ``metric``: by default ``val_auc_micro``, the validation AUC on pseudo-anomalies
+injected into held-out normal training videos (``dataset.val_videos``; no test label). ``vad.train`` also returns the
+test metrics (``auc_micro``, ...); a study that optimises one of them chose on the test labels, and its summary
+(``optuna_study.md``), the log and the sweep summary say so in capitals. A job
 that failed (a non-finite loss, an exception) or returned no finite value is told to Optuna as a failed trial and the
 search goes on. With a ``storage`` (``sqlite:///logs/optuna.db``) the study persists: running the same command again
 continues it up to ``n_trials`` finished trials, and trials left running by a killed sweep are marked failed first.
@@ -50,8 +53,8 @@ class VadOptunaSweeperConf:
     storage: str | None = None
     study_name: str | None = None
     direction: str = "maximize"
-    #: key of the job's returned mapping that is optimised
-    metric: str = "auc_micro"
+    #: key of the job's returned mapping that is optimised (a validation metric; a test metric is labelled as such)
+    metric: str = "val_auc_micro"
     #: finished trials the study should hold at the end (a resumed study runs only the missing ones)
     n_trials: int = 20
     #: trials launched together (in parallel with a parallel launcher such as joblib)
@@ -95,6 +98,16 @@ def override_value(value: Any) -> str:
         return repr(value)
     text = str(value)
     return text if re.fullmatch(r"[\w.:/+-]+", text) else "'" + text.replace("'", "\\'") + "'"
+
+
+def selects_on_test(metric: str) -> bool:
+    """True when ``metric`` is not a validation metric: a search on it chooses on the test labels."""
+    return not metric.startswith("val_")
+
+
+TEST_SELECTED = (
+    "SELECTED ON TEST LABELS: the objective {metric} is a test metric, so the best trial's numbers are optimistic"
+)
 
 
 def objective(ret: JobReturn, metric: str) -> tuple[float | None, str | None]:
@@ -202,6 +215,10 @@ class VadOptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info("Optuna study '%s': %d finished trials, %d to run", study.study_name, finished, remaining)
+        if selects_on_test(self.metric):
+            log.warning(TEST_SELECTED.format(metric=self.metric))
+            with open(sweep_dir / "SELECTED_ON_TEST_LABELS", "w") as f:
+                f.write(TEST_SELECTED.format(metric=self.metric) + "\n")
         returns: list[JobReturn] = []
         while remaining > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
@@ -242,6 +259,8 @@ def write_study_summary(study: Any, metric: str, path: Path) -> Path:
     ]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     lines = [f"# Optuna study {study.study_name} ({study.direction.name.lower()} {metric})", ""]
+    if selects_on_test(metric):
+        lines += [f"**{TEST_SELECTED.format(metric=metric)}.**", ""]
     if complete:
         best = study.best_trial
         params = ", ".join(f"{k}={override_value(v)}" for k, v in best.params.items())
