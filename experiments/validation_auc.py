@@ -1,0 +1,124 @@
+"""Validation AUC of trained checkpoints, for choosing between them or between score signals without test labels.
+
+    python experiments/validation_auc.py --data <folder holding ped2/> --seeds 0 1 2 3 4 \\
+        --report experiments/results/<name>.md  logs/<run>/checkpoints/last.ckpt  [more checkpoints]
+
+Each checkpoint is rebuilt from the config it carries; its run must have held videos out (``dataset.val_videos``):
+the same seed draws the same held-out videos here. Those videos get pseudo-anomalies injected (``vad.pseudo.
+validation``) once per ``--seeds`` entry (``dataset.val_pseudo.seed``), and every injection is scored under the test's
+protocol (per-video min-max of the fused score): the method's configured score, each of its signals alone (oriented:
+PSNR negated, every other signal as it is), and copy-last's -PSNR on the same clips. Reported per score: the mean and
+the spread over the injections of the micro and macro AUC. No test video and no test label is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from vad import losses, scoring
+from vad.build import build_datamodule, build_model
+from vad.methods.base import CONFIG_KEY, VALIDATION_LABELS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(checkpoint: Path, data: Path | None, cache: Path) -> tuple[torch.nn.Module, object]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = OmegaConf.create(state[CONFIG_KEY]["config"])
+    if not cfg.dataset.get("val_videos"):
+        raise SystemExit(f"{checkpoint}: its run held no video out (dataset.val_videos=0); nothing to validate on")
+    if data is not None:
+        cfg.dataset.root = str(data / Path(cfg.dataset.root).name)
+    cfg.dataset.cache_dir = str(cache)
+    cfg.dataset.num_workers = 0
+    model = build_model(cfg)
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), cfg
+
+
+def signals_on(model: torch.nn.Module, datamodule: object) -> dict[str, np.ndarray]:
+    """Every validation clip's signals (and copy-last's PSNR), as the test loop's records."""
+    records: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            values = {k: v.double().numpy() for k, v in model.frame_signals(batch).items()}
+            values["copy_last_psnr"] = losses.psnr(batch["frames"][:, -2], batch["frames"][:, -1]).double().numpy()
+            values["video_id"] = batch["video_id"].numpy()
+            values["index"] = batch["index"].numpy()
+            for k, v in values.items():
+                records.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in records.items()}
+
+
+def scores_of(model: torch.nn.Module) -> dict[str, dict[str, float]]:
+    """name -> fusion weights: the configured score, each signal alone, and copy-last."""
+    out = {f"score {model.score_weights}": dict(model.score_weights)}
+    for name in model.signals:
+        out[name] = {name: -1.0 if name == "psnr" else 1.0}
+    out["copy-last"] = {"copy_last_psnr": -1.0}
+    return out
+
+
+def validate(checkpoint: Path, data: Path | None, cache: Path, seeds: list[int]) -> dict[str, list[tuple]]:
+    model, cfg = load(checkpoint, data, cache)
+    results: dict[str, list[tuple]] = {}
+    for seed in seeds:
+        cfg.dataset.val_pseudo.seed = seed
+        datamodule = build_datamodule(cfg)
+        datamodule.setup("fit")
+        videos = datamodule.val_videos_info
+        records = signals_on(model, datamodule)
+        for name, weights in scores_of(model).items():
+            keys = list(weights)
+            per_video = scoring.videos_from_records(records, videos, signals=keys)
+            result = scoring.evaluate(per_video, weights, label_source=VALIDATION_LABELS)
+            results.setdefault(name, []).append((result.auc_micro, result.auc_macro))
+    return results
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", type=Path, nargs="+")
+    parser.add_argument("--data", type=Path, default=None, help="folder holding the dataset (paths.data_dir)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="injection seeds")
+    parser.add_argument("--report", type=Path, default=None, help="write the table here (Markdown)")
+    args = parser.parse_args()
+    cache = REPO / ".cache" / "frames"
+    lines = [
+        "| checkpoint | score | val micro AUC | val macro AUC |",
+        "|---|---|---:|---:|",
+    ]
+    start = time.perf_counter()
+    for checkpoint in args.checkpoints:
+        results = validate(checkpoint.resolve(), args.data.resolve() if args.data else None, cache, args.seeds)
+        for name, pairs in results.items():
+            micro, macro = [p[0] for p in pairs], [p[1] for p in pairs]
+            row = f"| {checkpoint} | {name} | {spread(micro)} | {spread(macro)} |"
+            lines.append(row)
+            print(row, flush=True)
+    seconds = time.perf_counter() - start
+    table = "\n".join(lines)
+    header = (
+        f"Validation AUC on pseudo-anomalies injected into each run's held-out training videos; injection seeds "
+        f"{args.seeds} (mean ± standard deviation over them); per-video min-max; {seconds:.0f} s. No test label read."
+    )
+    print(header)
+    if args.report:
+        args.report.write_text(f"{header}\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
