@@ -72,15 +72,16 @@ def iterations(result: dict) -> str:
 
 def table(rows: list[tuple[str, str, dict]]) -> str:
     lines = [
-        "| run | budget | generator parameters | train wall | test wall | micro AUC | macro AUC | EER | AP | raw AUC |",
-        "|---|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "| run | budget | generator parameters | train wall | test wall | micro AUC | macro AUC | EER | AP | raw AUC "
+        "| commit |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for label, budget, r in rows:
         params = generator_parameters(r)
         lines.append(
             f"| {label} | {budget} | {'' if params is None else f'{params:,}'} | {minutes(r.get('train_seconds'))} | "
             f"{minutes(r.get('test_seconds'))} | {r['auc_micro']:.4f} | {r['auc_macro']:.4f} | {r['eer']:.4f} | "
-            f"{r['ap']:.4f} | {r['auc_micro_raw']:.4f} |"
+            f"{r['ap']:.4f} | {r['auc_micro_raw']:.4f} | {(r.get('git_commit') or '')[:7]} |"
         )
     return "\n".join(lines)
 
@@ -126,15 +127,16 @@ scored: {", ".join(str(f) for f in sorted(frames))} scored frames), labels `{bas
 normalised per video (min-max), the LAST checkpoint, seed 0. Nothing here is chosen on test labels; the presets
 were chosen on held-out normal training videos (see the discussion for what prompted that search).
 Machine: {machine["cpu"]}, {machine["cpu_count"]} logical cores, {machine["torch_threads"]} torch threads,
-torch {baseline["versions"]["torch"]}; commit {baseline["git_commit"]}{dirty}.
+torch {baseline["versions"]["torch"]}; the commit of each run in the table{dirty}.
 
 {table(rows)}
 
 FFP's row: the CPU FFP preset (U-Net width 16, PatchGAN 32-128, intensity + gradient + adversarial, Adam 2e-4 /
 2e-5) at clip length 4, trained for as many iterations as fit in the mean training time of the three presets
 ({minutes(budget)}; FFP measured {rate:.2f} it/s over {CALIBRATION_STEPS} iterations), the lr step at {milestone}.
-Scores: r-GAN and r-GAN* the per-frame prediction loss (the weighted terms of each preset's `model.loss`; see the
-presets), r-VAE the per-frame MSE, FFP and copy-last -PSNR. The presets' departures from the papers (residual
+Scores: r-GAN and r-GAN* -PSNR (chosen over their prediction loss by validation AUC on pseudo-anomalies in held-out
+normal training videos: `experiments/results/rgan_family_validation.md`), r-VAE the per-frame MSE, FFP and
+copy-last -PSNR. The presets' departures from the papers (residual
 read-out, squared error) were chosen on held-out normal training videos: `experiments/results/rgan_family_pilots.md`.
 "raw AUC": the micro AUC without per-video normalisation.
 """

@@ -70,7 +70,7 @@ def validate(checkpoint: Path, data: Path | None, cache: Path, seeds: list[int])
     model, cfg = load(checkpoint, data, cache)
     results: dict[str, list[tuple]] = {}
     for seed in seeds:
-        cfg.dataset.val_pseudo.seed = seed
+        OmegaConf.update(cfg, "dataset.val_pseudo.seed", seed, force_add=True)
         datamodule = build_datamodule(cfg)
         datamodule.setup("fit")
         videos = datamodule.val_videos_info
@@ -98,15 +98,24 @@ def main() -> None:
     args = parser.parse_args()
     cache = REPO / ".cache" / "frames"
     lines = [
-        "| checkpoint | score | val micro AUC | val macro AUC |",
-        "|---|---|---:|---:|",
+        "| checkpoint | score | val micro AUC | val macro AUC | micro AUC − configured score's: mean, injections won |",
+        "|---|---|---:|---:|---|",
     ]
     start = time.perf_counter()
     for checkpoint in args.checkpoints:
         results = validate(checkpoint.resolve(), args.data.resolve() if args.data else None, cache, args.seeds)
+        configured = [p[0] for p in next(iter(results.values()))]
         for name, pairs in results.items():
             micro, macro = [p[0] for p in pairs], [p[1] for p in pairs]
-            row = f"| {checkpoint} | {name} | {spread(micro)} | {spread(macro)} |"
+            # paired over the injections: the same pseudo-anomalies, two scores
+            diff = [a - b for a, b in zip(micro, configured, strict=True)]
+            won = sum(d > 0 for d in diff)
+            paired = (
+                "(the configured score)"
+                if name.startswith("score ")
+                else f"{statistics.mean(diff):+.4f}, {won}/{len(diff)}"
+            )
+            row = f"| {checkpoint} | {name} | {spread(micro)} | {spread(macro)} | {paired} |"
             lines.append(row)
             print(row, flush=True)
     seconds = time.perf_counter() - start
