@@ -86,6 +86,7 @@ def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path, capsys:
     assert best["checkpoint"] == max(scan, key=scan.get)
     assert best["auc_micro"] == pytest.approx(max(scan.values()))
     assert "optimistic" in best["checkpoint_selection"]
+    assert best["selected_on_test_labels"] is True
     assert "optimistic" in capsys.readouterr().out.splitlines()[-1]
 
 

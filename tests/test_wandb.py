@@ -30,6 +30,8 @@ def test_offline_wandb_run_holds_losses_learning_rates_and_media(tmp_path: Path)
     assert {"lr-generator", "lr-discriminator"} <= wb.keys  # the learning rates, by net
     for key in ("test/auc_micro", "test/auc_macro", "test/eer", "test/ap"):
         assert key in wb.keys, key
+    # how the tested checkpoint was chosen is in the run summary, where a test-selected number must say so
+    assert {"selection/checkpoint_selection", "selection/selected_on_test_labels"} <= wb.summary
     media = wb.folder / "files" / "media"
     images = sorted(p.relative_to(media / "images").as_posix().rsplit("_", 2)[0] for p in media.rglob("*.png"))
     assert images == ["test/roc", "test/samples", "test/score_curves", "train/samples"]

@@ -50,6 +50,8 @@ class OfflineRun:
     group: str = ""
     job_type: str = ""
     keys: set[str] = field(default_factory=set)
+    #: keys of the run summary's updates (``run.summary.update``)
+    summary: set[str] = field(default_factory=set)
     exit_code: int | None = None
 
 
@@ -66,6 +68,8 @@ def offline_runs(wandb_dir: Path) -> list[OfflineRun]:
                 run.group, run.job_type = record.run.run_group, record.run.job_type
             elif kind == "history":
                 run.keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+            elif kind == "summary":
+                run.summary |= {item.key or "/".join(item.nested_key) for item in record.summary.update}
             elif kind == "exit":
                 run.exit_code = record.exit.exit_code
         runs.append(run)
