@@ -112,6 +112,8 @@ TINY_METHODS = {
              "model.discriminator.features=[4,8,8,8]"],
     "rgan_latent": ["model=rgan_latent", "model.generator.features=4", "model.generator.depth=2",
                     "model.generator.latent=4", "model.generator.hidden=[4]", "model.discriminator.features=[4,8,8,8]"],
+    "pseudo_anomaly": ["model=pseudo_anomaly", "model.generator.features=4", "model.generator.depth=2",
+                       "model.discriminator.features=[4,8,8,8]", "model.classifier.features=[4,8,8,8]"],
     "rvae": ["model=rvae", "model.generator.features=4", "model.generator.blocks=[1,1]", "model.generator.latent=2",
              "model.generator.hidden=[4]"],
 }  # fmt: skip
