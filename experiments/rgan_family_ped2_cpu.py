@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("rgan_ped2_cpu", "rgan_latent_ped2_cpu", "rvae_ped2_cpu")
@@ -108,6 +109,9 @@ def main() -> None:
     ffp = run("train", "ffp_same_budget", [*FFP, f"trainer.max_steps={steps}", f"model.optim.milestones=[{milestone}]"],
               out, data)  # fmt: skip
 
+    # A reused FFP run (its folder already finished) keeps the budget it was given then: describe the run itself.
+    ffp_config = OmegaConf.load(Path(ffp["folder"]) / ".hydra" / "config.yaml")
+    ffp_steps, ffp_milestones = ffp["train_steps"], list(ffp_config.model.optim.milestones)
     machine = baseline["machine"]
     rows = [
         ("copy-last (untrained)", "none", baseline),
@@ -132,8 +136,10 @@ torch {baseline["versions"]["torch"]}; the commit of each run in the table{dirty
 {table(rows)}
 
 FFP's row: the CPU FFP preset (U-Net width 16, PatchGAN 32-128, intensity + gradient + adversarial, Adam 2e-4 /
-2e-5) at clip length 4, trained for as many iterations as fit in the mean training time of the three presets
-({minutes(budget)}; FFP measured {rate:.2f} it/s over {CALIBRATION_STEPS} iterations), the lr step at {milestone}.
+2e-5) at clip length 4, trained for {ffp_steps} iterations, the lr step at {ffp_milestones}: as many as fit in the
+presets' mean training time when it ran, at FFP's speed measured over {CALIBRATION_STEPS} iterations ({rate:.2f}
+it/s); the presets' mean training time in this table is {minutes(budget)} (with this table's speed:
+{steps} iterations).
 Scores: r-GAN and r-GAN* -PSNR (chosen over their prediction loss by validation AUC on pseudo-anomalies in held-out
 normal training videos: `experiments/results/rgan_family_validation.md`), r-VAE the per-frame MSE, FFP and
 copy-last -PSNR. The presets' departures from the papers (residual
