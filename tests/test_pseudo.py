@@ -179,6 +179,12 @@ def test_the_datamodule_hands_pseudo_items_to_the_training_loader(toy_root: Path
     assert torch.equal(negative > 0, flags > 0)
     with pytest.raises(ConfigError, match=r"pseudo.kinds has unknown kind\(s\) \['blur'\]"):
         PseudoClips(dm.train_dataset.base, {"blur": {}})
+    typo = VideoDataModule(
+        "toy", toy_root, image_size=(SIZE, SIZE), channels=1, clip_len=5, layout="ffp", cache_dir=tmp_path / "cache",
+        pseudo={"kinds": {"patch": {}}, "probabilty": 0.3},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"dataset.pseudo: .*'probabilty'.*its keys are kinds, probability"):
+        typo.setup("fit")
     with pytest.raises(ConfigError, match=r"pseudo\.objective"):
         PseudoClips(dm.train_dataset.base, {"patch": {}}, objective="invert")
 

@@ -235,7 +235,12 @@ class VideoDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.train_videos:
             self.train_dataset = self._clips(ClipDataset, self.train_videos, "training")
             if self.pseudo:
-                self.train_dataset = PseudoClips(self.train_dataset, **self.pseudo, seed=self.seed)  # type: ignore
+                try:
+                    self.train_dataset = PseudoClips(self.train_dataset, **self.pseudo, seed=self.seed)  # type: ignore
+                except TypeError as error:  # an unknown key of dataset.pseudo
+                    raise ConfigError(
+                        f"dataset.pseudo: {error}; its keys are kinds, probability, objective, negative_weight, bound"
+                    ) from None
             self.val_dataset = self._validation_clips() if self.val_split else None
         if stage in (None, "test", "predict"):
             self.test_dataset = self._clips(TestClipDataset, self.index.test, "testing")
