@@ -138,8 +138,11 @@ def main() -> None:
         stem = Path(file).stem
         if stem.startswith("step"):
             step = int(stem.removeprefix("step"))
-            if step in val:
-                pairs.append((step, val[step], test_auc))
+            # Lightning logs a validation run inside iteration N (0-based) at step N, and the checkpoint saved at the
+            # end of that iteration is named after the iterations done, N + 1
+            logged = val.get(step - 1, val.get(step))
+            if logged is not None:
+                pairs.append((step, logged, test_auc))
     pairs.sort()
     rho_ckpt = spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic if len(pairs) > 2 else float("nan")
 
