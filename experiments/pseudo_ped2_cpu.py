@@ -16,8 +16,8 @@ Runs, one at a time, into ``--out/<name>`` (a finished run folder is reused):
 4. every run's best-validation checkpoint tested as well (``vad.evaluate ckpt_path=<best-val file>``);
 5. the correlation: every kept checkpoint of the plain FFP run scored on the test set (``select=best_on_test``'s
    scan, which is labelled test-selected; here only its per-checkpoint numbers are used, to correlate) against its
-   validation AUC; and a 6-job sweep of plain FFP (2000 iterations; gradient weight 0 / 1 x lr_g 1e-4 / 2e-4 / 4e-4),
-   each job's validation AUC against its test AUC.
+   validation AUC; and a 4-job sweep of plain FFP (1000 iterations; gradient weight 0 / 1 x lr_g 1e-4 / 4e-4), each
+   job's validation AUC against its test AUC.
 
 Every test number is read from metrics.json; nothing is chosen on test labels. Writes
 ``experiments/results/pseudo_ped2_cpu.md``, keeping the hand-written discussion below :data:`DISCUSSION`.
@@ -44,8 +44,8 @@ VAL = [
     "callbacks.model_checkpoint.save_top_k=-1",
 ]
 FFP = ["experiment=ffp_ped2_cpu", *VAL]
-SWEEP = ["model.loss.gradient=0,1", "model.optim.lr_g=1e-4,2e-4,4e-4", "trainer.max_steps=2000",
-         "model.optim.milestones=[1600]", "dataset.val_videos=2"]  # fmt: skip
+SWEEP = ["model.loss.gradient=0,1", "model.optim.lr_g=1e-4,4e-4", "trainer.max_steps=1000",
+         "model.optim.milestones=[800]", "dataset.val_videos=2"]  # fmt: skip
 CALIBRATION_STEPS = 200
 DISCUSSION = "<!-- discussion: kept by the script -->"
 
@@ -187,8 +187,8 @@ validation micro AUC logged at that step and the test micro AUC of that step's c
 |---:|---:|---:|
 {chr(10).join(f"| {s} | {v:.4f} | {t:.4f} |" for s, v, t in pairs)}
 
-Across the {len(jobs)} jobs of a sweep of plain FFP (2000 iterations; gradient weight 0 / 1 x lr_g 1e-4 / 2e-4 /
-4e-4; last checkpoints): Spearman rho between validation and test micro AUC = **{rho_jobs:.3f}**; the job the
+Across the {len(jobs)} jobs of a sweep of plain FFP (1000 iterations; gradient weight 0 / 1 x lr_g 1e-4 / 4e-4;
+last checkpoints): Spearman rho between validation and test micro AUC = **{rho_jobs:.3f}**; the job the
 validation AUC picks has test micro AUC {job_pairs[chosen][1]:.4f} (best job on test: {best_test:.4f}, worst:
 {worst_test:.4f}).
 
