@@ -3,7 +3,7 @@ pseudo-anomaly method, each against plain FFP at the same size and budget; and w
 anomalies injected into held-out normal training videos) can choose: its Spearman correlation with the test AUC across
 the checkpoints of one run and across the jobs of a small sweep.
 
-    python experiments/pseudo_ped2_cpu.py --data <folder holding ped2/>          # about 1.5 hours on 2 cores
+    python experiments/pseudo_ped2_cpu.py --data <folder holding ped2/>          # about 1 hour on 2 cores
 
 Runs, one at a time, into ``--out/<name>`` (a finished run folder is reused):
 
