@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from vad.data.clips import ClipDataset, clips_to_tensor
 from vad.errors import ConfigError
@@ -246,9 +245,3 @@ class PseudoClips:
         item["pseudo_kind"] = self.draw(key)[3] if item["pseudo"] else None
         return item
 
-
-def as_tensor_flags(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(negative weights (B,), bounds (B,)) of a batch from :class:`PseudoClips`, or None for a plain batch."""
-    if "pseudo_negative" not in batch:
-        return None
-    return batch["pseudo_negative"], batch["pseudo_bound"]
