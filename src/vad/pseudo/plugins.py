@@ -244,4 +244,3 @@ class PseudoClips:
         item = self[key]
         item["pseudo_kind"] = self.draw(key)[3] if item["pseudo"] else None
         return item
-
