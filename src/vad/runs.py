@@ -30,7 +30,7 @@ from vad.report import atomic_path, format_comparison
 FAILED = "failed"
 FAILURE_FILE = "error.txt"
 #: the metrics a summary shows by default
-SUMMARY_METRICS = ("val_auc_micro", "val_auc_macro", "auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw", "frames")
+SUMMARY_METRICS = ("val_auc_micro", "auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw", "frames")
 #: written into a sweep folder by a search whose objective was a test metric (vad_optuna_sweeper)
 TEST_SELECTED_MARK = "SELECTED_ON_TEST_LABELS"
 

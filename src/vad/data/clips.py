@@ -125,17 +125,22 @@ class ClipDataset(Dataset):
         self.paths = [cache.path(v, dataset_name) for v in self.videos]
         self.num_frames = [len(open_frames(p, v.name)) for p, v in zip(self.paths, self.videos, strict=True)]
         self.labels = [self._labels(v, n) for v, n in zip(self.videos, self.num_frames, strict=True)]
+        self._index_clips(warn=True)
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def _index_clips(self, warn: bool = False) -> None:
+        """``skipped``, ``clips_per_video`` and the clip index from ``num_frames`` (a subclass that changes the
+        videos' lengths calls it again)."""
         self.skipped = [v.name for v, n in zip(self.videos, self.num_frames, strict=True) if n < self.span]
-        for name in self.skipped:
+        for name in self.skipped if warn else ():
             warnings.warn(
-                f"video '{name}' is shorter than one clip ({self.span} frames with clip_len={clip_len}, "
-                f"frame_stride={frame_stride}); it is skipped",
-                stacklevel=2,
+                f"video '{name}' is shorter than one clip ({self.span} frames with clip_len={self.clip_len}, "
+                f"frame_stride={self.frame_stride}); it is skipped",
+                stacklevel=3,
             )
         counts = np.array([max(n - self.span + 1, 0) for n in self.num_frames], dtype=np.int64)
         self.clips_per_video = counts
         self._ends = np.cumsum(counts).tolist()  # a list: bisect on it is ten times faster than searchsorted
-        self._arrays: dict[int, np.ndarray] = {}
 
     def _labels(self, video: Video, num_frames: int) -> np.ndarray:
         if video.labels is None:

@@ -51,6 +51,20 @@ CONFIG_KEY = "vad_config"
 VALIDATION_LABELS = "pseudo-anomalies injected into held-out normal training videos (no test label)"
 
 
+def multistep_schedulers(
+    named: Sequence[tuple[str, torch.optim.Optimizer]], milestones: Sequence[int], gamma: float
+) -> list[dict[str, Any]]:
+    """Per-iteration MultiStepLR schedulers (lr x ``gamma`` after each milestone), logged as ``lr-<name>``."""
+    return [
+        {
+            "scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma),
+            "interval": "step",
+            "name": f"lr-{name}",
+        }
+        for name, opt in named
+    ]
+
+
 class NonFiniteLossError(VadError, RuntimeError):
     """A loss became NaN or infinite; training stops (after a checkpoint is saved) with this message."""
 
@@ -664,17 +678,8 @@ class FramePredictor(VADModule):
         optimizers = [torch.optim.Adam(self.generator.parameters(), lr=self.optim["lr_g"], betas=betas)]
         if self.discriminator is not None:
             optimizers.append(torch.optim.Adam(self.discriminator.parameters(), lr=self.optim["lr_d"], betas=betas))
-        schedulers = [
-            {
-                "scheduler": torch.optim.lr_scheduler.MultiStepLR(
-                    opt, milestones=milestones, gamma=self.optim["gamma"]
-                ),
-                "interval": "step",
-                "name": f"lr-{net}",
-            }
-            for opt, net in zip(optimizers, ("generator", "discriminator"), strict=False)
-        ]
-        return optimizers, schedulers
+        named = list(zip(("generator", "discriminator"), optimizers, strict=False))
+        return optimizers, multistep_schedulers(named, milestones, self.optim["gamma"])
 
     def all_generator_terms(self, prediction: Prediction, clip: Clip) -> dict[str, torch.Tensor]:
         """``generator_terms`` plus the adversarial term when its weight is not 0."""

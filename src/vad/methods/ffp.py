@@ -25,6 +25,16 @@ from vad.flow import FlowEstimator
 from vad.methods.base import Clip, FramePredictor, FrozenNet, Prediction
 from vad.nets import UNet
 
+#: a differentiable flow estimator whose gradient a flow term needs (FFP's, and any method with a flow loss)
+FLOW_FOR_LOSS = FrozenNet(
+    group="flow",
+    what="flow estimator",
+    terms=("flow",),
+    gradient=True,
+    kind=FlowEstimator,
+    choices="flow=lk (CPU, weight-free) or flow=flownet2sd",
+)
+
 
 class FFP(FramePredictor):
     """FFP generator + discriminator with manual G then D steps (see :class:`FramePredictor`).
@@ -46,16 +56,7 @@ class FFP(FramePredictor):
     signals = ("psnr",)
     loss_terms = ("intensity", "gradient", "flow", "adversarial")
     default_loss: ClassVar[Mapping[str, float]] = {"intensity": 1.0, "gradient": 1.0, "flow": 2.0, "adversarial": 0.05}
-    frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {
-        "flow": FrozenNet(
-            group="flow",
-            what="flow estimator",
-            terms=("flow",),
-            gradient=True,
-            kind=FlowEstimator,
-            choices="flow=lk (CPU, weight-free) or flow=flownet2sd",
-        )
-    }
+    frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {"flow": FLOW_FOR_LOSS}
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ Per iteration: normal G step (counts as the iteration), normal D step, pseudo G 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -38,9 +39,10 @@ from torch import nn
 from vad import losses, panels
 from vad.errors import ConfigError
 from vad.flow import FlowEstimator
-from vad.methods.base import Clip, FrozenNet, VADModule
+from vad.methods.base import Clip, FrozenNet, VADModule, multistep_schedulers
+from vad.methods.ffp import FLOW_FOR_LOSS
 from vad.nets import PatchDiscriminator, UNet
-from vad.nets.classifier import ABNORMAL, FrameClassifier
+from vad.nets.classifier import FrameClassifier
 from vad.nets.vgg19 import VGG19Features, perceptual_loss
 
 #: terms of both branches that compare the prediction with the target's appearance
@@ -87,14 +89,7 @@ class PseudoAnomaly(VADModule):
         "gamma": 0.1,
     }
     frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {
-        "flow": FrozenNet(
-            group="flow",
-            what="flow estimator",
-            terms=("flow", "inverted_flow"),
-            gradient=True,
-            kind=FlowEstimator,
-            choices="flow=lk (CPU, weight-free) or flow=flownet2sd",
-        ),
+        "flow": replace(FLOW_FOR_LOSS, terms=("flow", "inverted_flow")),
         "perceptual": FrozenNet(
             group="perceptual",
             what="VGG19 feature extractor",
@@ -171,16 +166,7 @@ class PseudoAnomaly(VADModule):
             named.append(("pseudo-discriminator", adam(self.pseudo_discriminator, o["lr_d"])))
         classifier = torch.optim.SGD(self.classifier.parameters(), lr=o["lr_c"], momentum=o["momentum_c"])
         named.append(("classifier", classifier))
-        milestones = list(o["milestones"] or [])
-        schedulers = [
-            {
-                "scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=o["gamma"]),
-                "interval": "step",
-                "name": f"lr-{name}",
-            }
-            for name, opt in named
-        ]
-        return [opt for _, opt in named], schedulers
+        return [opt for _, opt in named], multistep_schedulers(named, o["milestones"] or [], o["gamma"])
 
     def _optimizers(self) -> dict[str, Any]:
         """The optimisers by net, in :meth:`configure_optimizers`' order."""
@@ -312,7 +298,7 @@ class PseudoAnomaly(VADModule):
         of that prediction."""
         clip = self.split_clip(batch["frames"])
         prediction = self.generator(clip.stacked)
-        probability = self.classifier(prediction).float().softmax(dim=1)[:, ABNORMAL]
+        probability = self.classifier.abnormal_probability(prediction)
         return {"psnr": losses.psnr(prediction.float(), clip.target.float()), "abnormal_probability": probability}
 
     def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:

@@ -213,20 +213,17 @@ class PseudoClips:
     def __getitems__(self, keys: list[Any]) -> list[dict[str, Any]]:
         base = self.base
         drawn = [self.draw(k) for k in keys]
-        clips, targets = [], []
-        for video_id, start, made, _ in drawn:
-            if made is None:
-                clip = base.clip(video_id, start)
-                clips.append(clip)
-                targets.append(clip[-1])
-            else:
-                clips.append(made[0])
-                keep_own = self.objective == "negative"
-                targets.append(made[0][-1] if keep_own else made[1])
+        clips = [base.clip(v, start) if made is None else made[0] for v, start, made, _ in drawn]
         frames = clips_to_tensor(clips).unbind(0)
-        target_rows = clips_to_tensor([t[None] for t in targets])[:, 0].unbind(0)
+        # the target is the clip's own last frame (a view of its row), except for a pseudo clip trained towards its
+        # normal target: only those frames are converted a second time
+        separate = [i for i, (*_, made, _) in enumerate(drawn) if made is not None and self.objective != "negative"]
+        normal = clips_to_tensor([drawn[i][2][1][None] for i in separate])[:, 0] if separate else None
+        targets = [row[-1] for row in frames]
+        for j, i in enumerate(separate):
+            targets[i] = normal[j]
         items = []
-        for (video_id, start, made, _), row, target in zip(drawn, frames, target_rows, strict=True):
+        for (video_id, start, made, _), row, target in zip(drawn, frames, targets, strict=True):
             item = base._item(video_id, start, row)
             pseudo = made is not None
             item["target"] = target

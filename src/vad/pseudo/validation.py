@@ -248,9 +248,7 @@ class PseudoValidationClips(TestClipDataset):
             )
         self.num_frames = [p.num_frames for p in self.plans]
         self.labels = [p.labels() for p in self.plans]
-        counts = np.array([max(n - self.span + 1, 0) for n in self.num_frames], dtype=np.int64)
-        self.clips_per_video = counts
-        self._ends = np.cumsum(counts).tolist()
+        self._index_clips()
         self._injected: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _original(self, video_id: int) -> np.ndarray:
