@@ -284,3 +284,22 @@ def test_a_video_too_short_for_the_events_is_refused_with_the_fix(toy_root: Path
         clips(toy_root, tmp_path, kind=PseudoValidationClips, options={"kinds": ["fog"]})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['event'\]"):
         clips(toy_root, tmp_path, kind=PseudoValidationClips, options={"event": 1})
+
+
+def test_the_validation_auc_has_the_test_polarity(toy_root: Path, tmp_path: Path) -> None:
+    """Copy-last on the injected videos: a pasted patch or a region replayed faster makes the last frame a worse
+    prediction, so a correct protocol gives an AUC well above 0.5 (a flipped polarity would give one below)."""
+    import lightning as L
+
+    from vad.methods.copy_last import CopyLast
+
+    dm = VideoDataModule(
+        "toy", toy_root, image_size=(SIZE, SIZE), channels=1, clip_len=2, layout="ffp", cache_dir=tmp_path / "cache",
+        val_videos=2, val_pseudo={"kinds": ["patch", "local_speed"], "events": 2, "length": [4, 6]},
+    )  # fmt: skip
+    model = CopyLast(channels=1, clip_len=2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(model, datamodule=dm, verbose=False)
+    assert model.val_result is not None
+    assert model.val_result.auc_micro > 0.8
+    assert model.val_result.label_source.startswith("pseudo-anomalies injected")
