@@ -49,7 +49,7 @@ def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path, capsys:
     assert saved["label_source"] == "testing/labels (per-video .npy)"
     assert saved["frames"] == metrics["frames"] == (9 - 4) + (8 - 4)
     header = (run / "scores.csv").read_text().splitlines()[0]
-    assert header == "video,frame,label,score,psnr"
+    assert header == "video,frame,label,score,psnr,patch_max"
 
     # the real CLI, in a fresh process: the checkpoint's config rebuilds the same model and data
     env = dict(os.environ, VAD_HOME=str(tmp_path))

@@ -64,8 +64,14 @@ def _group_choices() -> dict[str, str]:
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v is not None and not k.startswith("hydra")}
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return instantiate(cfg.dataset, _convert_="all")
+def build_datamodule(cfg: DictConfig, model: VADModule | None = None) -> L.LightningDataModule:
+    """The datamodule of ``cfg.dataset``; given the ``model``, its clips carry what the method asks for
+    (:meth:`VADModule.clip_requests`, e.g. flow targets) besides the frames."""
+    datamodule = instantiate(cfg.dataset, _convert_="all")
+    requests = model.clip_requests() if model is not None else {}
+    if requests:
+        datamodule.request(requests)
+    return datamodule
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True) -> L.Trainer:

@@ -99,8 +99,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         eff = effective_config(cfg, saved_config(files[-1]))
     else:
         files, eff = [], cfg
-    datamodule = build_datamodule(eff)
     model = build_model(eff)
+    datamodule = build_datamodule(eff, model)
     if model.trainable and not files:
         raise ConfigError(
             f"model {eff.model._target_} has trainable weights: pass ckpt_path=<checkpoint or run folder>"

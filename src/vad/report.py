@@ -220,7 +220,7 @@ def plot_score_curves(path: Path, result: ProtocolResult, full_labels: Mapping[s
         for first, last in spans:
             ax.axvspan(first - 0.5, last + 0.5, color="tab:red", alpha=0.2, linewidth=0)
         ax.plot(v.frames, v.score, color="tab:blue", linewidth=1)
-        if result.normalise:
+        if result.normalise and result.normalisation == "minmax":  # division by the max is not bounded to [0, 1]
             ax.set_ylim(-0.03, 1.03)
         auc = "single class" if v.auc is None else f"AUC {v.auc:.3f}"
         ax.set_title(f"{v.name}  ({auc})" if v.labels is not None else v.name, fontsize=9)
@@ -311,7 +311,7 @@ def _fmt(x: object) -> str:
 
 def _fusion(result: ProtocolResult) -> str:
     terms = ", ".join(f"{k} {w:+g}" for k, w in result.weights.items())
-    return f"{terms} ({'per-video min-max' if result.normalise else 'raw, no normalisation'})"
+    return f"{terms} ({result.normalisation_description if result.normalise else 'raw, no normalisation'})"
 
 
 def format_summary(result: ProtocolResult, title: str, checkpoint: str | None = None) -> str:

@@ -1,8 +1,9 @@
 """Frame-level evaluation protocol: per-frame signals -> per-video normalisation -> fusion -> metrics.
 
-Pure numpy and scikit-learn; knows nothing about models. One polarity everywhere: a higher score is more anomalous
-and label 1 is anomalous. A method emits named per-frame signals (``psnr``, ``feature_distance``, ...) and signed
-weights say how they fuse: FFP ``{psnr: -1}`` (a low PSNR is anomalous), MNAD ``{psnr: -0.6, feature_distance: 0.4}``.
+Pure numpy, scikit-learn and torch; knows nothing about models. One polarity everywhere: a higher score is more
+anomalous and label 1 is anomalous. A method emits named per-frame signals (``psnr``, ``feature_distance``, ...) and
+signed weights say how they fuse: FFP ``{psnr: -1}`` (a low PSNR is anomalous), MNAD ``{psnr: -0.6,
+feature_distance: 0.4}``.
 
     videos = group_records(records, video_order=[v.name for v in index.test])
     result = evaluate(videos, {"psnr": -1.0}, full_labels={v.name: v.labels for v in index.test})
@@ -12,10 +13,16 @@ The protocol of the literature (frame level):
 1. frames a method cannot score -- absent from the records (the first t frames of each video for predictors) or
    with a non-finite weighted signal -- are dropped from scores and labels alike, and counted;
 2. per video, each weighted signal is min-max normalised to [0, 1] and the signed weights fuse them into a score in
-   [0, 1];
+   [0, 1] (``normalisation="max"``: each is divided by its video's maximum instead, see :func:`divide_by_max`);
 3. micro AUC on all videos concatenated (what papers call "frame-level AUC"); macro AUC, the mean of per-video AUCs
    over the videos holding both classes; EER and average precision on the concatenation; and the micro AUC of the
    fused raw signals without per-video normalisation.
+
+The max-patch score of AMC (Nguyen & Meunier, ICCV 2019) is a per-frame signal built from per-pixel error maps:
+:func:`max_patch` finds the window with the largest mean flow error S_F and reads the mean intensity error S_I in that
+same window, and :func:`patch_score` combines them as ``log(w_F S_F) + lambda log(w_I S_I)``. Under min-max
+normalisation the constants ``log w`` cancel; dividing these (typically negative) log scores by their video maximum,
+as the paper writes it, reverses their order (see :func:`divide_by_max`).
 """
 
 from __future__ import annotations
@@ -24,16 +31,21 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from vad.data.index import natural_key
 from vad.errors import ConfigError
 
 NORMALISED = "per-video min-max"
+DIVIDED_BY_MAX = "per-video division by the max"
 RAW = "none (raw signals)"
+#: the per-video normalisations of :func:`fuse` and :func:`evaluate`: name -> what metrics.json records
+NORMALISATIONS: dict[str, str] = {"minmax": NORMALISED, "max": DIVIDED_BY_MAX}
 
 
 def _as_labels(labels: np.ndarray | Sequence[int], what: str) -> np.ndarray:
@@ -248,6 +260,31 @@ def minmax(x: np.ndarray | Sequence[float]) -> np.ndarray:
     return (x - lo) / (x.max() - lo)
 
 
+def divide_by_max(x: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Divide one video's signal by its maximum: ``x / max(x)``, float64 (the per-video normalisation of AMC).
+
+    For non-negative values this maps to [0, 1] and keeps the order. For NEGATIVE values (e.g. log scores) the
+    maximum is the value closest to 0 and dividing by a negative number REVERSES the order: [-4, -2, -1] becomes
+    [4, 2, 1], so the most anomalous frame gets the smallest value (min-max keeps the order whatever the sign). A
+    constant non-zero signal becomes ones. A maximum of 0, a non-finite value (NaN or inf) among the values, or a
+    quotient that overflows returns zeros, as :func:`minmax` does for its degenerate cases.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0 or not np.isfinite(x).all() or x.max() == 0:
+        return np.zeros_like(x)
+    with np.errstate(over="ignore"):  # a tiny maximum may overflow the quotient: reported as degenerate below
+        out = x / x.max()
+    return out if np.isfinite(out).all() else np.zeros_like(x)
+
+
+def check_normalisation(normalisation: str) -> str:
+    """Validate a per-video normalisation name (``"minmax"`` or ``"max"``); raises ConfigError naming the valid
+    ones."""
+    if normalisation not in NORMALISATIONS:
+        raise ConfigError(f"normalisation={normalisation!r} is not one of {list(NORMALISATIONS)}")
+    return normalisation
+
+
 def check_weights(weights: Mapping[str, float], available: Iterable[str]) -> dict[str, float]:
     """Validate signed fusion weights against the signals a method emits; returns the non-zero ones as floats.
 
@@ -273,27 +310,43 @@ def check_weights(weights: Mapping[str, float], available: Iterable[str]) -> dic
     return nonzero
 
 
-def _evidence(x: np.ndarray, positive: bool) -> np.ndarray:
-    """g(x) for a positive weight, 1 - g(x) for a negative one; zeros when g is undefined (see :func:`minmax`)."""
-    if positive or _degenerate(x):
-        return minmax(x)
-    return 1.0 - minmax(x)
+def _evidence(x: np.ndarray, positive: bool, normalisation: str = "minmax") -> np.ndarray:
+    """g(x) for a positive weight, 1 - g(x) for a negative one, g the per-video normalisation; zeros when g is
+    degenerate (see :func:`minmax` and :func:`divide_by_max`)."""
+    if normalisation == "max":
+        g = divide_by_max(x)
+        degenerate = not g.any()  # divide_by_max returns all zeros exactly in its degenerate cases
+    else:
+        g = minmax(x)
+        degenerate = _degenerate(x)
+    return g if positive or degenerate else 1.0 - g
 
 
-def fuse(signals: Mapping[str, np.ndarray], weights: Mapping[str, float], normalise: bool = True) -> np.ndarray:
+def fuse(
+    signals: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    normalise: bool = True,
+    normalisation: str = "minmax",
+) -> np.ndarray:
     """Fuse one video's signals (name -> (F,) raw values) into an anomaly score (F,) float64.
 
-    With ``normalise``: ``(sum_{w>0} w g(s) + sum_{w<0} |w| (1 - g(s))) / sum |w|`` with g the per-video min-max,
-    so the score lies in [0, 1] and MNAD's ``a (1 - g(PSNR)) + (1 - a) g(D)`` is ``{psnr: -a, feature_distance: 1-a}``.
-    A signal with no within-video spread contributes 0 whatever its sign (no evidence of anomaly). Without
-    ``normalise``: ``sum w s`` on the raw values.
+    With ``normalise``: ``(sum_{w>0} w g(s) + sum_{w<0} |w| (1 - g(s))) / sum |w|`` with g the per-video
+    normalisation. ``normalisation="minmax"`` (default): g is :func:`minmax`, so the score lies in [0, 1] and MNAD's
+    ``a (1 - g(PSNR)) + (1 - a) g(D)`` is ``{psnr: -a, feature_distance: 1-a}``; a signal with no within-video spread
+    contributes 0 whatever its sign (no evidence of anomaly). ``normalisation="max"``: g is :func:`divide_by_max`,
+    ``s / max(s)`` over the video, with the same ``1 - g`` for a negative weight; a signal whose g is degenerate (all
+    zeros: a maximum of 0 or a non-finite value) contributes 0 whatever its sign, a constant non-zero signal
+    contributes ``w`` (g = 1) for a positive weight and 0 for a negative one. The score lies in [0, 1] only for
+    non-negative signals: for a signal with negative values g reverses their order (see :func:`divide_by_max`).
+    Without ``normalise``: ``sum w s`` on the raw values (``normalisation`` is still validated, and ignored).
     """
+    check_normalisation(normalisation)
     w = check_weights(weights, signals)
     length = len(next(iter(signals.values())))
     score = np.zeros(length, dtype=np.float64)
     for name, weight in w.items():
         values = np.asarray(signals[name], dtype=np.float64)
-        score += weight * values if not normalise else abs(weight) * _evidence(values, weight > 0)
+        score += weight * values if not normalise else abs(weight) * _evidence(values, weight > 0, normalisation)
     return score / sum(abs(v) for v in w.values()) if normalise else score
 
 
@@ -336,7 +389,8 @@ class ProtocolResult:
     classes (``single_class_videos`` lists the others); ``eer``, ``ap``: on the concatenation; ``auc_micro_raw``:
     micro AUC of the fused raw signals without per-video normalisation. ``roc_fpr``/``roc_tpr``/``roc_thresholds``:
     the micro ROC curve. Frames dropped: ``dropped_nonfinite`` (a weighted signal was NaN/inf), ``dropped_missing``
-    (frames of ``full_labels`` absent from the records, including whole ``missing_videos``).
+    (frames of ``full_labels`` absent from the records, including whole ``missing_videos``). ``normalisation``: the
+    per-video normalisation of the fused score when ``normalise`` (``"minmax"`` or ``"max"``, see :func:`fuse`).
     """
 
     weights: dict[str, float]
@@ -357,6 +411,12 @@ class ProtocolResult:
     roc_fpr: np.ndarray
     roc_tpr: np.ndarray
     roc_thresholds: np.ndarray
+    normalisation: str = "minmax"
+
+    @property
+    def normalisation_description(self) -> str:
+        """How the fused score was normalised, as metrics.json records it (``"per-video min-max"``, ...)."""
+        return NORMALISATIONS[self.normalisation] if self.normalise else RAW
 
     @property
     def labelled(self) -> bool:
@@ -405,7 +465,7 @@ class ProtocolResult:
             "skipped_videos": list(self.skipped_videos),
             "missing_videos": list(self.missing_videos),
             "weights": dict(self.weights),
-            "normalisation": NORMALISED if self.normalise else RAW,
+            "normalisation": self.normalisation_description,
             "signals": list(self.signal_names),
             "label_source": self.label_source,
         }
@@ -461,6 +521,7 @@ def evaluate(
     weights: Mapping[str, float],
     *,
     normalise: bool = True,
+    normalisation: str = "minmax",
     full_labels: Mapping[str, np.ndarray] | None = None,
     skip_videos: Iterable[str] = (),
     label_source: str | None = None,
@@ -471,7 +532,8 @@ def evaluate(
     gives the labels where the records have none, and counts frames absent from the records as dropped (as a
     video's ``num_frames`` does; a video without any scored frame is listed in ``missing_videos``).
     ``skip_videos``: names excluded entirely, as are videos flagged ``skipped``. ``normalise=False`` makes the raw
-    fusion the primary score.
+    fusion the primary score. ``normalisation``: ``"minmax"`` (default) or ``"max"`` (each weighted signal divided
+    by its video's maximum, see :func:`fuse`); any other value raises ConfigError.
     Unlabelled input (no labels anywhere) yields scores with NaN metrics.
     """
     names = [v.name for v in videos]
@@ -483,6 +545,7 @@ def evaluate(
         if set(v.signals) != set(signal_names):
             raise ValueError(f"video {v.name!r} has signals {sorted(v.signals)}, video {names[0]!r} {signal_names}")
     w = check_weights(weights, signal_names)
+    check_normalisation(normalisation)
     full = {k: _as_labels(v, f"full_labels[{k!r}]") for k, v in (full_labels or {}).items()}
     known = names + [k for k in full if k not in names]
     skipped = set(skip_videos)
@@ -507,7 +570,7 @@ def evaluate(
         dropped_nonfinite += int((~keep).sum())
         kept = {k: s[keep] for k, s in v.signals.items()}
         kept_labels = None if labels is None else labels[keep]
-        score = fuse(kept, w, normalise=normalise)
+        score = fuse(kept, w, normalise=normalise, normalisation=normalisation)
         raw_parts.append(fuse(kept, w, normalise=False))
         auc = None
         if kept_labels is not None and _both_classes(kept_labels):
@@ -557,4 +620,107 @@ def evaluate(
         roc_fpr=fpr,
         roc_tpr=tpr,
         roc_thresholds=thresholds,
+        normalisation=normalisation,
     )
+
+
+def _spatial(error_map: torch.Tensor, what: str) -> torch.Tensor:
+    """An (N, H, W) or (N, C, H, W) map as (N, H, W) float32, channels averaged."""
+    if not isinstance(error_map, torch.Tensor):
+        raise TypeError(f"{what} must be a torch tensor, got {type(error_map).__name__}")
+    if error_map.ndim == 4:
+        error_map = error_map.float().mean(dim=1)
+    elif error_map.ndim != 3:
+        raise ValueError(f"{what} must be (N, H, W) or (N, C, H, W), got shape {tuple(error_map.shape)}")
+    return error_map.float()
+
+
+def window_means(error_map: torch.Tensor, window: int = 16, stride: int = 4) -> torch.Tensor:
+    """The mean of each ``window`` x ``window`` patch of a per-pixel map, patches every ``stride`` pixels.
+
+    ``error_map``: (N, H, W) or (N, C, H, W) (the channels are averaged first) -> (N, nh, nw) float32 with
+    ``nh = (H - window) // stride + 1`` (same for the width): no padding, the top-left patch starts at pixel (0, 0)
+    and a patch that would cross the bottom or right border is not taken. Raises ValueError when the window is larger
+    than the map, or for a window or stride below 1.
+    """
+    maps = _spatial(error_map, "error_map")
+    for name, size in (("window", window), ("stride", stride)):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{name} must be a positive integer, got {size!r}")
+    height, width = maps.shape[-2:]
+    if window > height or window > width:
+        raise ValueError(f"a {window}x{window} window does not fit in an error map of {height}x{width} pixels")
+    return F.avg_pool2d(maps[:, None], kernel_size=window, stride=stride)[:, 0]
+
+
+class MaxPatch(NamedTuple):
+    """The selected window of each frame (see :func:`max_patch`): ``select`` (N,) its mean of the selecting map,
+    ``value`` (N,) its mean of the value map, ``corner`` (N, 2) int64 (y, x) of its top-left pixel."""
+
+    select: torch.Tensor
+    value: torch.Tensor
+    corner: torch.Tensor
+
+
+def max_patch(
+    select_map: torch.Tensor, value_map: torch.Tensor | None = None, window: int = 16, stride: int = 4
+) -> MaxPatch:
+    """Per frame, the window with the largest mean of ``select_map`` and the mean of ``value_map`` in that window.
+
+    ``select_map``, ``value_map``: (N, H, W) or (N, C, H, W) per-pixel maps, channels averaged, with the same N, H and
+    W (AMC: the flow error selects, the intensity error is read in the selected window); ``value_map`` None reads
+    ``select_map`` itself (``value == select``). Windows as in :func:`window_means`. Among windows with the same mean
+    the first in row-major order (smallest y, then smallest x) wins, so a constant map selects corner (0, 0); a NaN
+    mean counts as the largest (the frame's score is then NaN, dropped by :func:`evaluate`). Results are float32
+    (``corner`` int64) on the maps' device, with or without ``torch.no_grad`` (``select`` and ``value`` carry the
+    maps' gradient when there is one).
+    """
+    selecting = _spatial(select_map, "select_map")
+    values = None if value_map is None else _spatial(value_map, "value_map")
+    if values is not None and values.shape != selecting.shape:
+        raise ValueError(
+            f"value_map is {tuple(values.shape)} after averaging channels, select_map {tuple(selecting.shape)}: "
+            "the maps must cover the same frames and pixels"
+        )
+    means = window_means(selecting, window, stride)
+    cols = means.shape[-1]
+    flat = means.flatten(1)
+    best = flat.argmax(dim=1)[:, None]  # the first maximal index in row-major order
+    select = flat.gather(1, best)[:, 0]
+    value = select if values is None else window_means(values, window, stride).flatten(1).gather(1, best)[:, 0]
+    corner = torch.cat([best // cols, best % cols], dim=1).to(torch.int64) * stride
+    return MaxPatch(select, value, corner)
+
+
+def patch_score(
+    flow_error: torch.Tensor | np.ndarray | float,
+    intensity_error: torch.Tensor | np.ndarray | float,
+    w_flow: float = 1.0,
+    w_intensity: float = 1.0,
+    lam: float = 0.2,
+    eps: float = 1e-8,
+) -> torch.Tensor | np.ndarray:
+    """AMC's frame score ``log(w_F max(S_F, eps)) + lam log(w_I max(S_I, eps))`` (higher = more anomalous).
+
+    ``flow_error`` S_F and ``intensity_error`` S_I: per-frame errors (e.g. :func:`max_patch`'s ``select`` and
+    ``value`` of the flow and intensity error maps); ``w_flow``, ``w_intensity``: the paper's inverse mean errors over
+    the training frames; ``lam``: lambda_S (0.2 in the paper). The errors are clamped at ``eps`` before the log so
+    that a zero error (a perfect prediction) gives the finite score ``log(w_F eps) + lam log(w_I eps)``, i.e.
+    ``(1 + lam) log(eps)`` for unit weights, instead of -inf (a NaN error stays NaN). Torch tensors in (either one
+    a tensor: a tensor on its device, in at least float32 so that ``eps`` does not underflow) or numpy arrays /
+    floats in (float64 numpy) -> the same kind out. Under min-max normalisation the constants ``log w_F + lam log
+    w_I`` cancel; under division by the video max they do not (see :func:`divide_by_max`). Raises ValueError for a
+    weight or ``eps`` that is not > 0.
+    """
+    for name, value in (("w_flow", w_flow), ("w_intensity", w_intensity), ("eps", eps)):
+        if not value > 0:
+            raise ValueError(f"patch_score: {name} must be > 0, got {value}")
+    if isinstance(flow_error, torch.Tensor) or isinstance(intensity_error, torch.Tensor):
+        like = flow_error if isinstance(flow_error, torch.Tensor) else intensity_error
+        dtype = torch.promote_types(like.dtype, torch.float32) if like.is_floating_point() else torch.float32
+        flow = torch.as_tensor(flow_error, device=like.device).to(dtype)
+        intensity = torch.as_tensor(intensity_error, device=like.device).to(dtype)
+        return torch.log(w_flow * flow.clamp_min(eps)) + lam * torch.log(w_intensity * intensity.clamp_min(eps))
+    flow = np.asarray(flow_error, dtype=np.float64)
+    intensity = np.asarray(intensity_error, dtype=np.float64)
+    return np.log(w_flow * np.maximum(flow, eps)) + lam * np.log(w_intensity * np.maximum(intensity, eps))

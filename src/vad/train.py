@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from vad import report, tracking
 from vad.build import build_datamodule, build_model, build_trainer, test_and_report
 from vad.callbacks import BestValCheckpoint
+from vad.checkpoint_io import AtomicCheckpointIO
 from vad.cli import check_fresh, run_hydra
 from vad.distributed import replica_digests
 from vad.errors import ConfigError
@@ -112,6 +114,23 @@ def validation_record(trainer: L.Trainer, model: Any, datamodule: Any, run_dir: 
     return record
 
 
+def store_training_means(trainer: L.Trainer, model: Any, datamodule: Any, run_dir: Path) -> dict[str, float]:
+    """For a method that declares ``training_mean_names`` (AMC's score weights): compute them once over the normal
+    training frames with the final weights and write them into the run's last checkpoint (its ``training_means``
+    buffer), so a later ``vad.evaluate`` of that checkpoint scores exactly like this run's test. Nothing else in the
+    checkpoint changes (the loop and optimiser states of the last step stay as saved)."""
+    if not model.training_mean_names:
+        return {}
+    means = model.compute_training_means(datamodule.training_frames_dataloader())
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if trainer.is_global_zero and last.is_file():
+        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+        checkpoint["state_dict"]["training_means"] = model.training_means.detach().cpu().clone()
+        AtomicCheckpointIO().save_checkpoint(checkpoint, last)
+    trainer.strategy.barrier("training_means")
+    return means
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the last (or best-validation) checkpoint, write the report; returns the test metrics and
     ``val_auc_micro`` (the tested checkpoint's validation AUC) when there are validation videos."""
@@ -120,8 +139,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     choice = check_selection(cfg)
     check_fresh(run_dir, resuming=resume is not None)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
     model = build_model(cfg)
+    datamodule = build_datamodule(cfg, model)
     if not model.trainable:
         raise ConfigError(f"model={cfg.model._target_} has no weights to train; use `python -m vad.evaluate` instead")
     trainer = build_trainer(cfg, run_dir)
@@ -132,6 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         digests = replica_digests(model)
         if len(set(digests)) > 1:
             raise RuntimeError(f"the DDP replicas' weights differ after training (digest per rank: {digests})")
+        training_means = store_training_means(trainer, model, datamodule, run_dir)
         chosen = validation_record(trainer, model, datamodule, run_dir, choice)
         val = {k: v for k, v in chosen["meta"].items() if k.startswith("val_auc")}
         if not cfg.get("test", True):
@@ -149,6 +169,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "train_seconds": round(fit_seconds, 3),  # this process's fit (a resumed run: since the resume)
                 "train_steps": trainer.global_step,
             }
+            | ({"training_means": training_means} if training_means else {})
         )
         selection = chosen["selection"]
         result = test_and_report(trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection=selection, meta=meta)

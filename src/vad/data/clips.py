@@ -7,6 +7,10 @@ than one clip is skipped with a warning and listed in ``skipped``.
 
     train = ClipDataset(index.train, cache, "ped2/training", clip_len=5)
     train[0]  # {"frames": (5, C, H, W) float32 in [-1, 1], "video": "01", "video_id": 0, "index": 4, "label": 0}
+
+A method that learns optical flow asks for the flow targets (:mod:`vad.data.flows`): after
+``dataset.attach_flows(flow_cache, dataset_name)`` every item also carries ``flows`` float32 (clip_len - 1, 2, H, W),
+the flows between the consecutive frames of the clip (entry k from clip frame k to k + 1), read from the cache.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import bisect
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +27,9 @@ from torch.utils.data import Dataset, default_collate
 
 from vad.data.cache import FrameCache, open_frames
 from vad.data.index import Video
+
+if TYPE_CHECKING:
+    from vad.data.flows import FlowCache
 from vad.errors import DataError
 
 # x / 127.5 - 1 is computed as (x - 127.5) * (1 / 127.5): the subtraction is exact in float32 and the product rounds
@@ -127,6 +135,36 @@ class ClipDataset(Dataset):
         self.labels = [self._labels(v, n) for v, n in zip(self.videos, self.num_frames, strict=True)]
         self._index_clips(warn=True)
         self._arrays: dict[int, np.ndarray] = {}
+        self.flow_cache: FlowCache | None = None
+        self.flow_paths: list[Path] = []
+        self._flow_arrays: dict[int, np.ndarray] = {}
+
+    def attach_flows(self, flows: FlowCache, dataset_name: str) -> None:
+        """Let every item carry ``flows`` (see the module docstring) from ``flows``, built for these videos."""
+        if flows.step != self.frame_stride:
+            raise ValueError(f"the flow cache pairs frames {flows.step} apart, the clips {self.frame_stride} apart")
+        self.flow_cache = flows
+        self.flow_paths = [flows.path(v, dataset_name) for v in self.videos]
+        self._flow_arrays = {}
+
+    def video_flows(self, video_id: int) -> np.ndarray:
+        """The flows of a whole video, (N - frame_stride, 2, H, W), entry k from frame k to k + frame_stride;
+        mapped read-only from the flow cache once per process."""
+        array = self._flow_arrays.get(video_id)
+        if array is None:
+            from vad.data.flows import open_flows
+
+            array = np.asarray(open_flows(self.flow_paths[video_id], self.videos[video_id].name))
+            self._flow_arrays[video_id] = array
+        return array
+
+    def clip_flows(self, video_id: int, start: int) -> np.ndarray:
+        """(clip_len - 1, 2, H, W) flows between the consecutive frames of the clip starting at ``start``."""
+        return self.video_flows(video_id)[start : start + self.span - 1 : self.frame_stride]
+
+    def flows_tensor(self, flows: Sequence[np.ndarray]) -> torch.Tensor:
+        """Clip flows -> one float32 (B, clip_len - 1, 2, H, W) batch tensor."""
+        return torch.from_numpy(np.stack(flows).astype(np.float32, copy=False))
 
     def _index_clips(self, warn: bool = False) -> None:
         """``skipped``, ``clips_per_video`` and the clip index from ``num_frames`` (a subclass that changes the
@@ -192,20 +230,25 @@ class ClipDataset(Dataset):
         }
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        video_id, start = self.locate(i)
-        return self._item(video_id, start, clip_to_tensor(self.clip(video_id, start)))
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """The items of a whole batch (what DataLoader asks for); their frames are the rows of one batch buffer,
         which :func:`collate_clips` hands on without copying."""
         located = [self.locate(i) for i in indices]
         rows = clips_to_tensor([self.clip(v, start) for v, start in located]).unbind(0)
-        return [self._item(v, start, row) for (v, start), row in zip(located, rows, strict=True)]
+        items = [self._item(v, start, row) for (v, start), row in zip(located, rows, strict=True)]
+        if self.flow_cache is not None:
+            flows = self.flows_tensor([self.clip_flows(v, start) for v, start in located]).unbind(0)
+            for item, flow in zip(items, flows, strict=True):
+                item["flows"] = flow
+        return items
 
     def __getstate__(self) -> dict[str, Any]:
         # An open memmap would be pickled as a full in-memory copy of the video.
         state = self.__dict__.copy()
         state["_arrays"] = {}
+        state["_flow_arrays"] = {}
         return state
 
 

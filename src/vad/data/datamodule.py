@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vad.data.cache import FrameCache
 from vad.data.clips import ClipDataset, TestClipDataset, collate_clips
+from vad.data.flows import FlowCache
 from vad.data.frames import INTERPOLATIONS
 from vad.data.index import DatasetIndex, Video
 from vad.data.layout import open_dataset
@@ -146,7 +147,8 @@ class VideoDataModule(L.LightningDataModule):
     """Clips of one dataset for training, validation (held-out training videos) and test.
 
     Batches are dicts: ``frames`` float32 (B, clip_len, C, H, W) in [-1, 1], ``video`` list of names, ``video_id``,
-    ``index`` (target frame) and ``label`` int64 (B,) (see :class:`vad.data.clips.ClipDataset`).
+    ``index`` (target frame) and ``label`` int64 (B,) (see :class:`vad.data.clips.ClipDataset`); after
+    :meth:`request` of flows also ``flows`` float32 (B, clip_len - 1, 2, H, W).
     """
 
     def __init__(
@@ -204,6 +206,8 @@ class VideoDataModule(L.LightningDataModule):
         self.cache = FrameCache(
             DEFAULT_CACHE_DIR if cache_dir is None else cache_dir, self.image_size, self.channels, self.interpolation
         )
+        #: the flow-target cache when the method asks for flows (:meth:`request`)
+        self.flow_cache: FlowCache | None = None
         self.index: DatasetIndex | None = None
         self.train_videos: list[Video] = []
         self.val_split: list[Video] = []
@@ -212,6 +216,16 @@ class VideoDataModule(L.LightningDataModule):
         self.test_dataset: TestClipDataset | None = None
         # Under DDP a rank may hold no test video (VideoShards); the test gathers every rank's frames anyway.
         self.allow_zero_length_dataloader_with_multiple_devices = True
+
+    def request(self, requests: Mapping[str, Any]) -> None:
+        """Make the clips carry what a method asks for besides the frames (``VADModule.clip_requests``); call it
+        before ``prepare_data``. ``{"flows": estimator}``: flow targets of that estimator (:mod:`vad.data.flows`),
+        computed once per video into the flow cache beside the frame cache."""
+        unknown = sorted(set(requests) - {"flows"})
+        if unknown:
+            raise ConfigError(f"the method asks its clips for {unknown}, which VideoDataModule cannot provide")
+        estimator = requests.get("flows")
+        self.flow_cache = None if estimator is None else FlowCache(self.cache, estimator, step=self.frame_stride)
 
     # -- stages ------------------------------------------------------------------------------------------------------
 
@@ -224,6 +238,9 @@ class VideoDataModule(L.LightningDataModule):
         index = self._open()
         self.cache.build(index.train, self._cache_name("training"))
         self.cache.build(index.test, self._cache_name("testing"))
+        if self.flow_cache is not None:
+            self.flow_cache.build(index.train, self._cache_name("training"))
+            self.flow_cache.build(index.test, self._cache_name("testing"))
 
     def setup(self, stage: str | None = None) -> None:
         """Index the dataset and build the clip datasets of ``stage`` (fit / validate / test / predict / None)."""
@@ -265,6 +282,19 @@ class VideoDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self._ready(self.test_dataset, "predict"))
+
+    def training_frames_dataloader(self) -> DataLoader:
+        """Every clip of the training videos once, in order, without pseudo-anomalies (and without the held-out
+        validation videos): the normal frames a method's training statistics are computed on."""
+        if self.index is None:
+            self.setup("test")
+        base = self.train_dataset
+        base = getattr(base, "base", base)  # PseudoClips wraps the plain clips
+        if base is None:
+            if not self.train_videos:
+                raise DataError(f"{self.root}: no training videos to compute training statistics on")
+            base = self._clips(ClipDataset, self.train_videos, "training")
+        return self._loader(base)
 
     # -- for evaluation ----------------------------------------------------------------------------------------------
 
@@ -328,13 +358,17 @@ class VideoDataModule(L.LightningDataModule):
         # Cheap when prepare_data already ran; decodes what is missing when the module is used without a Trainer.
         name = self._cache_name(split)
         self.cache.build(videos, name)
-        return kind(videos, self.cache, name, clip_len=self.clip_len, frame_stride=self.frame_stride)
+        dataset = kind(videos, self.cache, name, clip_len=self.clip_len, frame_stride=self.frame_stride)
+        if self.flow_cache is not None:
+            self.flow_cache.build(videos, name)
+            dataset.attach_flows(self.flow_cache, name)
+        return dataset
 
     def _validation_clips(self) -> PseudoValidationClips:
         name = self._cache_name("training")
         self.cache.build(self.val_split, name)
         try:
-            return PseudoValidationClips(
+            dataset = PseudoValidationClips(
                 self.val_split,
                 self.cache,
                 name,
@@ -345,6 +379,9 @@ class VideoDataModule(L.LightningDataModule):
             )
         except TypeError as error:
             raise ConfigError(f"dataset.val_pseudo: {error}") from None
+        if self.flow_cache is not None:
+            dataset.attach_flows(self.flow_cache, name)  # computes the injected videos' flows (not cached)
+        return dataset
 
     def _ready(self, dataset: Any, stage: str) -> Any:
         if dataset is None:

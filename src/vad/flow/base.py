@@ -6,6 +6,7 @@ uv = flow(a, b)                              # (N, 2, H, W) pixels: b(x + uv(x))
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABCMeta, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -50,6 +51,22 @@ class FlowEstimator(nn.Module, metaclass=ABCMeta):
     def train(self, mode: bool = True) -> FlowEstimator:
         # A parent's .train() must not switch a frozen estimator to training behaviour.
         return super().train(False)
+
+    def identity(self) -> str:
+        """What makes this estimator's flows what they are, as text: the class, its plain settings (numbers,
+        strings, tuples of them) and a digest of its weights. Flow-target caches (:mod:`vad.data.flows`) are keyed
+        by it, so flows of another estimator, preset or checkpoint are never reused. A subclass whose output depends
+        on anything else (a library version) adds it."""
+        settings = {
+            k: v
+            for k, v in sorted(vars(self).items())
+            if not k.startswith("_") and k != "training" and isinstance(v, int | float | str | bool | tuple)
+        }
+        digest = hashlib.sha1()
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+        return f"{type(self).__module__}.{type(self).__qualname__} {settings} weights={digest.hexdigest()[:16]}"
 
     @staticmethod
     def check_pair(a: Tensor, b: Tensor) -> None:

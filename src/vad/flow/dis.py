@@ -46,6 +46,10 @@ class DISFlow(FlowEstimator):
         self.preset = preset
         self.freeze()
 
+    def identity(self) -> str:
+        # DIS lives in OpenCV: another release may compute other flows.
+        return f"{super().identity()} opencv={cv2.__version__}"
+
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """(N, 1 or 3, H, W) pair in [-1, 1] -> (N, 2, H, W) flow from ``a`` to ``b`` in pixels (detached)."""
         self.check_pair(a, b)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -157,7 +157,9 @@ class FrozenNet:
 
 
 class Clip(NamedTuple):
-    """A clip cut for a method: ``inputs`` (N, t, C, H, W), ``last`` input frame and ``target`` (N, C, H, W).
+    """A clip cut for a method: ``inputs`` (N, t, C, H, W), ``last`` input frame and ``target`` (N, C, H, W), and
+    ``flows`` (N, clip_len - 1, 2, H, W) the flow targets between consecutive frames when the batch carries them
+    (:meth:`VADModule.clip_requests`), else None.
 
     For reconstruction (clip_len 1) ``inputs`` is the target itself as a one-frame sequence.
     """
@@ -165,6 +167,7 @@ class Clip(NamedTuple):
     inputs: torch.Tensor
     last: torch.Tensor
     target: torch.Tensor
+    flows: torch.Tensor | None = None
 
     @property
     def stacked(self) -> torch.Tensor:
@@ -204,6 +207,9 @@ class VADModule(L.LightningModule):
     task: str = "prediction"
     #: False for methods without trainable weights (e.g. the copy-last baseline): they are evaluated, not trained
     trainable: bool = True
+    #: per-frame quantities whose means over the normal training frames the method's signals need (AMC's score
+    #: weights w = 1 / mean error); see :meth:`training_quantities` and :meth:`compute_training_means`
+    training_mean_names: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -240,6 +246,9 @@ class VADModule(L.LightningModule):
         #: the sample grid of the test's first frames, for the report
         self.test_samples: panels.SampleGrid | None = None
         self.run_config: dict[str, Any] | None = None
+        if self.training_mean_names:
+            # NaN until computed; a buffer, so saved in checkpoints and restored with the weights
+            self.register_buffer("training_means", torch.full((len(self.training_mean_names),), math.nan))
         self._schedulers_at: int | None = None  # global_step the step-interval schedulers were last stepped for
 
     # ------------------------------------------------------------------ declarations, checked once
@@ -307,18 +316,27 @@ class VADModule(L.LightningModule):
             net._apply(fn, *args, **kwargs)
         return self
 
-    def split_clip(self, frames: torch.Tensor) -> Clip:
+    def split_clip(self, frames: torch.Tensor, flows: torch.Tensor | None = None) -> Clip:
         """(N, T, C, H, W) clip in [-1, 1] -> :class:`Clip`: for prediction the first T - 1 frames are the inputs and
-        the last one the target; for reconstruction the one frame is both."""
+        the last one the target; for reconstruction the one frame is both. ``flows``: the batch's flow targets."""
         target = frames[:, -1]
         if self.task == "reconstruction":
-            return Clip(frames[:, -1:], target, target)
-        return Clip(frames[:, :-1], frames[:, -2], target)
+            return Clip(frames[:, -1:], target, target, flows)
+        return Clip(frames[:, :-1], frames[:, -2], target, flows)
+
+    def output_target(self, clip: Clip) -> torch.Tensor:
+        """The frame the method's output frame is compared with: the clip's target (a method that reconstructs its
+        input frame while predicting something else, such as AMC, returns that frame)."""
+        return clip.target
+
+    def clip_of(self, batch: Mapping[str, Any]) -> Clip:
+        """:meth:`split_clip` of a batch's frames, with its flow targets when it carries them."""
+        return self.split_clip(batch["frames"], batch.get("flows"))
 
     def training_clip(self, batch: Mapping[str, Any]) -> Clip:
         """:meth:`split_clip` of a training batch, with the target a pseudo-anomaly plug-in sets (``batch["target"]``:
         the normal frame a pseudo-anomalous clip is trained towards, see :mod:`vad.pseudo.plugins`)."""
-        clip = self.split_clip(batch["frames"])
+        clip = self.clip_of(batch)
         target = batch.get("target")
         return clip if target is None else clip._replace(target=target.to(clip.target.dtype))
 
@@ -339,7 +357,7 @@ class VADModule(L.LightningModule):
         """The bounded negative loss of pseudo-anomalous items: mean_i -w_i * min(mse_i, bound_i), mse_i the mean
         squared error of item i's output against its own target (STEAL's objective, bounded so it cannot run away).
         The unclamped error and the bound are logged (``train/pseudo_error``, ``train/pseudo_bound``)."""
-        target = self.training_clip(batch).target
+        target = self.output_target(self.training_clip(batch))
         error = (output.float() - target.float()).pow(2).flatten(1).mean(1)
         weight = batch["pseudo_negative"].to(error)
         bound = batch["pseudo_bound"].to(error)
@@ -347,6 +365,52 @@ class VADModule(L.LightningModule):
         self.log("train/pseudo_error", error.detach().mean(), batch_size=n, on_step=True, on_epoch=False)
         self.log("train/pseudo_bound", bound.mean(), batch_size=n, on_step=True, on_epoch=False)
         return -(weight * torch.minimum(error, bound)).mean()
+
+    def clip_requests(self) -> dict[str, Any]:
+        """What the method's clips must carry besides the frames, for the datamodule (``vad.build`` hands it over
+        before the data is prepared): ``{"flows": estimator}`` gives every item ``flows``, the flow targets of that
+        estimator between the clip's consecutive frames, computed once into the flow cache (:mod:`vad.data.flows`).
+        Nothing by default."""
+        return {}
+
+    # ------------------------------------------------------------------ means over the training frames
+    def training_quantities(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-frame values (N,) of each of ``training_mean_names`` on a batch of normal training clips."""
+        raise NotImplementedError(f"{type(self).__name__} declares training_mean_names but no training_quantities")
+
+    @property
+    def training_means_ready(self) -> bool:
+        """True when the method needs no training means or they have been computed (also: loaded)."""
+        return not self.training_mean_names or bool(torch.isfinite(self.training_means).all())
+
+    def training_mean(self, name: str, default: float = 1.0) -> float:
+        """The mean of ``name`` over the training frames, or ``default`` before it is computed (validation during
+        training, where the per-video min-max makes constant factors irrelevant)."""
+        value = float(self.training_means[self.training_mean_names.index(name)])
+        return value if math.isfinite(value) else default
+
+    @torch.no_grad()
+    def compute_training_means(self, loader: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        """Means of :meth:`training_quantities` over every clip of ``loader`` (the normal training clips, in order),
+        with the current weights in eval mode, stored in the ``training_means`` buffer (so in checkpoints).
+
+        ``vad.train`` calls it once after training and writes the values into the last checkpoint; a test whose
+        checkpoint lacks them (a ``best_val`` checkpoint, saved before the end) computes them at its start."""
+        was_training = self.training
+        self.eval()
+        sums = torch.zeros(len(self.training_mean_names), dtype=torch.float64)
+        count = 0
+        for batch in loader:
+            moved = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            values = self.training_quantities(moved)
+            sums += torch.stack([values[n].double().sum().cpu() for n in self.training_mean_names])
+            count += int(moved["frames"].shape[0])
+        self.train(was_training)
+        if count == 0:
+            raise RuntimeError("no training clips to compute the training means on")
+        means = sums / count
+        self.training_means.copy_(means.to(self.training_means))
+        return dict(zip(self.training_mean_names, means.tolist(), strict=True))
 
     # ------------------------------------------------------------------ methods implement these
     def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
@@ -516,6 +580,9 @@ class VADModule(L.LightningModule):
 
     # ------------------------------------------------------------------ test: every frame once, then the protocol
     def on_test_epoch_start(self) -> None:
+        if not self.training_means_ready:
+            # a checkpoint saved before the end of training (best_val) does not hold them yet
+            self.compute_training_means(self.trainer.datamodule.training_frames_dataloader())
         self._test_records = []
         self.test_samples = None
         self.test_result = None
@@ -647,7 +714,9 @@ class FramePredictor(VADModule):
         self.optim = dict(self.default_optim) | dict(optim or {})
         self.generator = self.build_generator(dict(generator or {}))
         self.discriminator = (
-            PatchDiscriminator(channels, **(discriminator or {})) if self.weight("adversarial") != 0 else None
+            PatchDiscriminator(self.discriminator_channels, **(discriminator or {}))
+            if self.weight("adversarial") != 0
+            else None
         )
 
     # ------------------------------------------------------------------ subclasses implement these
@@ -670,7 +739,21 @@ class FramePredictor(VADModule):
         return self.clip_len - 1 if self.task == "prediction" else 1
 
     def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        return self.forward_clip(self.split_clip(batch["frames"])).frame
+        return self.forward_clip(self.clip_of(batch)).frame
+
+    # ------------------------------------------------------------------ what the discriminator sees
+    @property
+    def discriminator_channels(self) -> int:
+        """Input channels of the discriminator: the image channels by default."""
+        return self.channels
+
+    def real_sample(self, clip: Clip) -> torch.Tensor:
+        """What the discriminator sees as real: the target frame by default."""
+        return clip.target
+
+    def fake_sample(self, prediction: Prediction) -> torch.Tensor:
+        """What the discriminator sees as generated (not detached): the predicted frame by default."""
+        return prediction.frame
 
     def configure_optimizers(self) -> Any:
         betas = tuple(self.optim["betas"])
@@ -685,7 +768,7 @@ class FramePredictor(VADModule):
         """``generator_terms`` plus the adversarial term when its weight is not 0."""
         terms = self.generator_terms(prediction, clip)
         if self.weight("adversarial"):
-            terms["adversarial"] = losses.lsgan_generator_loss(self.discriminator(prediction.frame))
+            terms["adversarial"] = losses.lsgan_generator_loss(self.discriminator(self.fake_sample(prediction)))
         return terms
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -721,7 +804,7 @@ class FramePredictor(VADModule):
             opt_d = optimizers[1]
             self.toggle_optimizer(opt_d)
             loss_d = losses.lsgan_discriminator_loss(
-                self.discriminator(clip.target), self.discriminator(prediction.frame.detach())
+                self.discriminator(self.real_sample(clip)), self.discriminator(self.fake_sample(prediction).detach())
             )
             self.check_finite({"discriminator": loss_d})
             self.optimise(opt_d, loss_d, counts_as_step=False)

@@ -2,7 +2,10 @@
 
 From t input frames a U-Net predicts frame t+1; the generator is trained with intensity, gradient, optical-flow and
 LSGAN adversarial losses against a PatchGAN discriminator. The anomaly score is the per-video min-max normalised
-negative PSNR of the prediction.
+negative PSNR of the prediction. A second signal, ``patch_max``, is the largest mean squared error over the windows
+of the frame (a local error that a whole-frame PSNR dilutes; AMC's max-patch score on the intensity error),
+recorded beside the PSNR. ``FFP(score={"patch_max": 1})`` scores with it alone; on the command line, where
+overrides merge into the configured weights, ``model.score='{psnr: 0, patch_max: 1}'``.
 
 Two defects of the public PyTorch ports are not reproduced: the flow loss reaches the generator through the frozen
 flow estimator (the ports detach both flows, so their flow term has zero gradient; a non-differentiable estimator
@@ -20,7 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels
+from vad import losses, panels, scoring
+from vad.errors import ConfigError
 from vad.flow import FlowEstimator
 from vad.methods.base import Clip, FramePredictor, FrozenNet, Prediction
 from vad.nets import UNet
@@ -35,6 +39,23 @@ FLOW_FOR_LOSS = FrozenNet(
     choices="flow=lk (CPU, weight-free) or flow=flownet2sd",
 )
 
+#: the windows of the ``patch_max`` signal when ``model.patch`` does not set them
+DEFAULT_PATCH: Mapping[str, int] = {"window": 16, "stride": 4}
+
+
+def check_patch(patch: Mapping[str, Any] | None) -> dict[str, int]:
+    """``model.patch`` with its defaults filled in (:data:`DEFAULT_PATCH`); ConfigError for an unknown key or a
+    window / stride that is not a positive integer."""
+    given = dict(patch or {})
+    unknown = sorted(set(given) - set(DEFAULT_PATCH))
+    if unknown:
+        raise ConfigError(f"model.patch has unknown key(s) {unknown}; valid: {list(DEFAULT_PATCH)}")
+    parsed = dict(DEFAULT_PATCH) | given
+    for key, value in parsed.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.patch.{key} must be a positive integer (pixels), got {value!r}")
+    return parsed
+
 
 class FFP(FramePredictor):
     """FFP generator + discriminator with manual G then D steps (see :class:`FramePredictor`).
@@ -46,14 +67,18 @@ class FFP(FramePredictor):
         discriminator: keyword arguments of :class:`vad.nets.PatchDiscriminator`.
         loss: weights of ``intensity``, ``gradient``, ``flow``, ``adversarial``.
         optim: ``lr_g``, ``lr_d``, ``betas``, ``milestones`` (iterations), ``gamma``.
-        score: fusion weights of the ``psnr`` signal (``{psnr: -1}``).
+        score: fusion weights of the ``psnr`` and ``patch_max`` signals (default ``{psnr: -1}``).
+        patch: ``window`` (default 16) and ``stride`` (default 4) in pixels of the ``patch_max`` signal: the mean
+            squared error of the prediction (on the [0, 1] scale of the PSNR, channels averaged) in each ``window`` x
+            ``window`` patch taken every ``stride`` pixels without padding, and its maximum over the patches (see
+            ``vad.scoring.max_patch``). The window must fit in the frame.
         frozen: ``{"flow": estimator}``, a differentiable ``vad.flow`` estimator, required when the flow weight is
             not 0 (config group ``flow``).
         grad_clip: max gradient norm per optimiser step.
         channels_last: run the convolutions in channels-last memory format (see VADModule).
     """
 
-    signals = ("psnr",)
+    signals = ("psnr", "patch_max")
     loss_terms = ("intensity", "gradient", "flow", "adversarial")
     default_loss: ClassVar[Mapping[str, float]] = {"intensity": 1.0, "gradient": 1.0, "flow": 2.0, "adversarial": 0.05}
     frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {"flow": FLOW_FOR_LOSS}
@@ -71,7 +96,9 @@ class FFP(FramePredictor):
         frozen: Mapping[str, nn.Module | None] | None = None,
         grad_clip: float | None = None,
         channels_last: bool = True,
+        patch: Mapping[str, int] | None = None,
     ) -> None:
+        patch_config = check_patch(patch)
         super().__init__(
             channels=channels,
             clip_len=clip_len,
@@ -84,6 +111,7 @@ class FFP(FramePredictor):
             grad_clip=grad_clip,
             channels_last=channels_last,
         )
+        self.patch = patch_config
         self.save_hyperparameters(ignore=["frozen"])
 
     @property
@@ -96,6 +124,14 @@ class FFP(FramePredictor):
 
     def forward_clip(self, clip: Clip) -> Prediction:
         return Prediction(self.generator(clip.stacked))
+
+    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``psnr`` and ``patch_max`` of one prediction per frame (a single forward pass): (N,) float32 each."""
+        prediction = self.predict(batch).float()
+        target = batch["frames"][:, -1].float()
+        error = ((prediction - target) / 2).square().mean(dim=1)  # the squared error of the PSNR, per pixel
+        patch = scoring.max_patch(error, window=self.patch["window"], stride=self.patch["stride"])
+        return {"psnr": losses.psnr(prediction, target), "patch_max": patch.select}
 
     def generator_terms(self, prediction: Prediction, clip: Clip) -> dict[str, torch.Tensor]:
         frame = prediction.frame

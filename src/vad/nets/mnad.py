@@ -83,25 +83,41 @@ class MNADDecoder(nn.Module):
         out_channels: image channels.
         features: w, as in the encoder.
         skips: U-Net skips from the encoder (prediction variant); False for the reconstruction variant.
+        in_channels: channels of the input map (default 16w, concat[query, read]; a net that feeds the decoder
+            more, such as the co-memory network's appearance decoder, says how many).
+        output: ``tanh`` (images in [-1, 1]) or ``linear`` (unbounded values, e.g. optical flow in pixels).
     """
 
-    def __init__(self, out_channels: int, features: int = 64, skips: bool = True) -> None:
+    def __init__(
+        self,
+        out_channels: int,
+        features: int = 64,
+        skips: bool = True,
+        in_channels: int | None = None,
+        output: str = "tanh",
+    ) -> None:
         super().__init__()
         if features < 1:
             raise ValueError(f"features must be >= 1, got {features}")
+        if output not in ("tanh", "linear"):
+            raise ValueError(f"output must be 'tanh' or 'linear', got {output!r}")
         self.uses_skips = skips
         w = features
-        self.in_channels = 16 * w
-        self.bottom = block(16 * w, 8 * w)
+        self.in_channels = 16 * w if in_channels is None else int(in_channels)
+        self.bottom = block(self.in_channels, 8 * w)
         self.upsamples = nn.ModuleList([upsample(8 * w, 4 * w), upsample(4 * w, 2 * w), upsample(2 * w, w)])
         factor = 2 if skips else 1
         self.blocks = nn.ModuleList([block(factor * 4 * w, 4 * w), block(factor * 2 * w, 2 * w)])
         self.head = nn.Sequential(
-            *_conv_bn_relu(factor * w, w), *_conv_bn_relu(w, w), nn.Conv2d(w, out_channels, 3, padding=1), nn.Tanh()
+            *_conv_bn_relu(factor * w, w),
+            *_conv_bn_relu(w, w),
+            nn.Conv2d(w, out_channels, 3, padding=1),
+            *([nn.Tanh()] if output == "tanh" else []),
         )
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """``x`` (N, 16w, h, w); ``skips`` the encoder's three skip maps (prediction) or None (reconstruction)."""
+        """``x`` (N, in_channels, h, w); ``skips`` the encoder's three skip maps (prediction) or None
+        (reconstruction)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"MNADDecoder expects (N, {self.in_channels}, h, w), got {tuple(x.shape)}")
         if self.uses_skips != (skips is not None):

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from vad.data.clips import ClipDataset, clips_to_tensor
+from vad.data.flows import compute_flows
 from vad.errors import ConfigError
 from vad.pseudo import kinds
 
@@ -231,6 +232,14 @@ class PseudoClips:
             item["pseudo_negative"] = self.negative_weight if pseudo and self.objective == "negative" else 0.0
             item["pseudo_bound"] = self.bound
             items.append(item)
+        if base.flow_cache is not None:
+            # a pseudo clip's flows are those of its altered frames, computed now; the others come from the cache
+            flows = [
+                base.clip_flows(v, start) if made is None else compute_flows(base.flow_cache.estimator, made[0])
+                for v, start, made, _ in drawn
+            ]
+            for item, flow in zip(items, base.flows_tensor(flows).unbind(0), strict=True):
+                item["flows"] = flow
         return items
 
     def __getitem__(self, key: Any) -> dict[str, Any]:

@@ -250,6 +250,19 @@ class PseudoValidationClips(TestClipDataset):
         self.labels = [p.labels() for p in self.plans]
         self._index_clips()
         self._injected: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._injected_flows: dict[int, np.ndarray] = {}
+
+    def video_flows(self, video_id: int) -> np.ndarray:
+        """The flow targets of the injected video: computed with the flow cache's estimator from the injected frames
+        (the cached flows are those of the original video), once per injection."""
+        flows = self._injected_flows.get(video_id)
+        if flows is None:
+            from vad.data.flows import compute_flows
+
+            assert self.flow_cache is not None  # attach_flows() was called
+            flows = compute_flows(self.flow_cache.estimator, self.frames(video_id), self.frame_stride)
+            self._injected_flows = {video_id: flows}
+        return flows
 
     def _original(self, video_id: int) -> np.ndarray:
         return super().frames(video_id)
@@ -270,6 +283,7 @@ class PseudoValidationClips(TestClipDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_injected"] = OrderedDict()
+        state["_injected_flows"] = {}
         return state
 
 
