@@ -30,7 +30,7 @@ from vad.errors import ConfigError
 from vad.methods.base import CONFIG_KEY
 from vad.train import run_directory
 
-GROUPS = ("model", "dataset", "flow")
+GROUPS = ("model", "dataset", "flow", "flow_targets")
 SELECTIONS = {
     "last": "last",
     "best_on_test": (

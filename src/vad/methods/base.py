@@ -541,6 +541,12 @@ class VADModule(L.LightningModule):
         # scheduler step is taken now and recorded, or a resumed run would stay one step behind.
         if "lr_schedulers" in checkpoint and self.trainer.training and self._step_schedulers():
             checkpoint["lr_schedulers"] = [c.scheduler.state_dict() for c in self.trainer.lr_scheduler_configs]
+            # The optimiser states were collected before that step: their learning rates are the previous
+            # iteration's. Schedulers that compute the next rate from the current one (cosine annealing) would
+            # resume from the stale rate, so the rates just set are recorded too.
+            for state, optimizer in zip(checkpoint.get("optimizer_states", []), self.trainer.optimizers, strict=False):
+                for saved, group in zip(state.get("param_groups", []), optimizer.param_groups, strict=False):
+                    saved["lr"] = group["lr"]
 
     # ------------------------------------------------------------------ validation: held-out normal videos
     def on_validation_epoch_start(self) -> None:
