@@ -49,7 +49,7 @@ def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path, capsys:
     assert saved["label_source"] == "testing/labels (per-video .npy)"
     assert saved["frames"] == metrics["frames"] == (9 - 4) + (8 - 4)
     header = (run / "scores.csv").read_text().splitlines()[0]
-    assert header == "video,frame,label,score,psnr,patch_max"
+    assert header == "video,frame,label,score,psnr,patch_max,intensity_error,gradient_error,flow_error"
 
     # the real CLI, in a fresh process: the checkpoint's config rebuilds the same model and data
     env = dict(os.environ, VAD_HOME=str(tmp_path))
@@ -125,7 +125,11 @@ def test_missing_dataset_says_how_to_get_it(tmp_path: Path) -> None:
             "unknown config key 'model.loss.flwo' (did you mean 'model.loss.flow'?); valid keys under 'model.loss': "
             "adversarial, flow, gradient, intensity",
         ),
-        (["model=ffpp"], "unknown choice 'ffpp' for model (did you mean 'ffp'?); valid choices: copy_last, ffp"),
+        (
+            ["model=ffpp"],
+            "unknown choice 'ffpp' for model (did you mean 'ffp'?); valid choices: amc, amc_comemory, copy_last, ffp, "
+            "mnad,",
+        ),
         (["-m", "dataset=ped2", "model.optim.lr=1"], "unknown config key 'model.optim.lr'"),
         (["experiment=ffp_ped3"], "unknown choice 'ffp_ped3' for experiment (did you mean 'ffp_ped2'?)"),
     ],

@@ -21,7 +21,7 @@ import torch
 from parity_runs import GOLDEN, PARITY_RUNS, parity_run
 
 #: run -> signal columns added after the reference files were written (FFP's patch_max, beside the unchanged psnr)
-ADDED_COLUMNS: dict[str, list[str]] = {"ffp": ["patch_max"]}
+ADDED_COLUMNS: dict[str, list[str]] = {"ffp": ["patch_max", "intensity_error", "gradient_error"]}
 
 
 def same_platform() -> bool:

@@ -11,6 +11,7 @@ import torch
 
 from vad import losses
 from vad.errors import ConfigError
+from vad.flow import LucasKanade
 from vad.methods.ffp import FFP
 from vad.report import format_summary
 from vad.scoring import (
@@ -267,7 +268,7 @@ def test_ffp_patch_max_is_the_max_patch_of_the_prediction_error() -> None:
         signals = model.frame_signals({"frames": frames})
         assert len(calls) == 1  # one forward pass for both signals
         prediction = model.predict({"frames": frames})
-    assert list(signals) == ["psnr", "patch_max"]
+    assert list(signals) == ["psnr", "patch_max", "intensity_error", "gradient_error"]
     target = frames[:, -1]
     error = ((prediction - target) / 2).square()[:, 0]  # one channel; the PSNR's squared error on [0, 1] images
     torch.testing.assert_close(signals["psnr"], losses.psnr(prediction, target), rtol=0, atol=0)
@@ -277,10 +278,22 @@ def test_ffp_patch_max_is_the_max_patch_of_the_prediction_error() -> None:
     brute = [max(error[n, y : y + 8, x : x + 8].mean().item() for y, x in corners) for n in range(2)]
     np.testing.assert_allclose(signals["patch_max"].numpy(), brute, rtol=1e-6)
     assert (signals["patch_max"] > error.flatten(1).mean(1)).all()  # the worst window is worse than the frame mean
+    # the per-frame loss terms of the same prediction (the FFP README's fused score is a model.score over them)
+    torch.testing.assert_close(signals["intensity_error"], (prediction - target).square().flatten(1).mean(1))
+    torch.testing.assert_close(signals["gradient_error"], losses.gradient_loss(prediction, target, reduction="none"))
 
 
 def test_ffp_scores_with_patch_max() -> None:
-    assert FFP.signals == ("psnr", "patch_max")
+    assert FFP.signals == ("psnr", "patch_max", "intensity_error", "gradient_error")
+    with_flow = tiny_ffp(frozen={"flow": LucasKanade()})
+    assert with_flow.signals == (*FFP.signals, "flow_error")  # the flow term's error, when there is an estimator
+    batch = {"frames": torch.rand(2, 3, 1, 32, 32) * 2 - 1}
+    with torch.no_grad():
+        flow_error = with_flow.eval().frame_signals(batch)["flow_error"]
+        clip = with_flow.split_clip(batch["frames"])
+        prediction = with_flow.predict(batch)
+        expected = (LucasKanade()(clip.last, prediction) - LucasKanade()(clip.last, clip.target)).abs()
+    torch.testing.assert_close(flow_error, expected.flatten(1).mean(1))
     assert tiny_ffp().score_weights == {"psnr": -1.0}
     assert tiny_ffp().patch == {"window": 16, "stride": 4}
     model = tiny_ffp(score={"patch_max": 1}, patch={"stride": 2})

@@ -122,8 +122,62 @@ def test_and_report(
             {k: meta.get(k) for k in ("checkpoint_selection", "selected_on_test_labels", "val_auc_micro")},
         )
         meta["test_seconds"] = round(seconds, 3)
+        if model.calibration is not None:
+            meta["calibrated"] = calibrated_metrics(model, result)
         meta.update(tracking.describe(trainer.loggers))
         full_labels = {v.name: v.labels for v in datamodule.test_videos if v.labels is not None}
         paths = report.write_report(run_dir, result, meta, full_labels, samples=model.test_samples)
         tracking.publish_report(trainer.loggers, result, paths, step=trainer.global_step)
     return result
+
+
+def model_from_checkpoint(ckpt: Path, cfg: DictConfig) -> tuple[VADModule, DictConfig]:
+    """The trained method of a vad checkpoint, in eval mode, with its calibration and buffers, and the run config it
+    was trained with (``paths`` and ``seed`` of ``cfg``), for the commands that use a trained detector."""
+    import torch
+
+    from vad.evaluate import saved_config
+
+    saved = saved_config(ckpt)
+    run_cfg = OmegaConf.create(saved["config"])
+    run_cfg.paths = cfg.paths
+    model = build_model(run_cfg)
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ConfigError(
+            f"ckpt_path: {ckpt} does not fit {type(model).__name__} as this version of vad builds it ({first}); "
+            "it was written by an incompatible version"
+        ) from None
+    model.on_load_checkpoint(checkpoint)
+    return model.eval(), run_cfg
+
+
+#: the false-alarm rate of the alert threshold ``vad.evaluate`` reports (``vad.score``'s default)
+REPORTED_FPR = 0.01
+
+
+def calibrated_metrics(model: VADModule, result: Any) -> dict[str, Any]:
+    """The test scored as a stream would be (``vad.calibration``: no per-video min-max), beside the protocol's
+    numbers: the micro AUC of the calibrated scores, and the precision / recall / false-alarm rate of the alerts at
+    the threshold of a 1% false-alarm rate on the calibration frames."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from vad.calibration import alert_metrics
+
+    calibration = model.calibration
+    assert calibration is not None
+    labelled = [v for v in result.videos if v.labels is not None]
+    out: dict[str, Any] = {"source": calibration.source, "frames": calibration.frames, "fpr": REPORTED_FPR}
+    if not labelled:
+        return out
+    scores = np.concatenate([calibration.score(v.signals, result.weights) for v in labelled])
+    labels = np.concatenate([v.labels for v in labelled]).astype(int)
+    threshold = calibration.threshold(REPORTED_FPR)
+    out["threshold"] = threshold
+    out["auc_micro"] = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else None
+    out |= {f"alert_{k}": v for k, v in alert_metrics(scores, labels, threshold).items()}
+    return out

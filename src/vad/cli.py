@@ -1,8 +1,11 @@
-"""Command-line plumbing shared by the Hydra entry points: override checking, run folders and one-line errors.
+"""Command-line plumbing shared by the Hydra entry points: override checking, run folders, logs and one-line errors.
 
-Hydra reports a mistyped key as "Key 'flwo' is not in struct" without saying what the valid keys are. Before Hydra
-runs, :func:`check_overrides` composes the config once with the command line's overrides (first value of each
-sweep) and turns a failure into one line that names the key and lists the valid choices.
+Hydra reports a mistyped key as "Key 'flwo' is not in struct" without saying what the valid keys are, and passes a
+value of the wrong type (``trainer.max_steps=abc``) on to the code, which fails far away from the command line.
+Before Hydra runs, :func:`check_overrides` composes the config once with the command line's overrides (first value
+of each sweep) and turns a failure into one line that names the key and lists the valid choices; a value whose type
+does not fit its key (the annotation of the parameter it is passed to, else the type of its default) is refused in
+one line naming the key and the expected type.
 
 A run never writes into a folder that holds another run: a folder named on the command line
 (``hydra.run.dir=...``, ``hydra.sweep.dir=...``) is checked before Hydra writes its ``.hydra/`` files there, and
@@ -10,17 +13,25 @@ every job checks its own folder again (:func:`check_fresh`).
 
 In a multirun a failing job does not stop the sweep: its error goes to its log and ``error.txt``
 (:func:`vad.runs.record_failure`), the job returns ``{"failed": <message>}``, the sweep summary lists it, and the
-sweep exits with status 1 at the end (:class:`vad.sweep.SweepSummary`).
+sweep exits with status 1 at the end (:class:`vad.sweep.SweepSummary`). A single run that fails keeps its folder and
+records why in the same ``error.txt`` (and in its log), so no run folder is left without a result or a reason; a
+failure that is about the folder itself (it holds another run) writes nothing there.
+
+The run's log file (``<run>/<task_name>.log``, Hydra's job logging) receives the suite's and Lightning's log lines
+(:func:`job_log`; Lightning's loggers do not propagate to the root logger Hydra configures) and the printed summary.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,15 +40,23 @@ import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep
+from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from vad import config_dir, runs
-from vad.errors import ConfigError, VadError
+from vad.errors import ConfigError, RunFolderError, VadError
 
 log = logging.getLogger(__name__)
+
+#: a logger whose lines go to the run's log file only (the console already shows them: summaries, failures)
+FILE_LOG = "vad.run_log"
+_file_log = logging.getLogger(FILE_LOG)
+_file_log.propagate = False
+_file_log.addHandler(logging.NullHandler())  # outside a job: dropped, not printed by logging's last resort
+#: Lightning's loggers, which stop propagating to the root logger when it had no handler at their import
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 
 #: what makes a folder a run's (besides Hydra's own files)
 RUN_ARTIFACTS = ("checkpoints", "metrics.json", "scores.csv")
@@ -116,12 +135,135 @@ def check_overrides(config_name: str, argv: Sequence[str]) -> None:
     try:
         with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             try:
-                hydra.compose(config_name, overrides=simple)
+                composed = hydra.compose(config_name, overrides=simple)
             except HydraException as exc:
                 groups_only = [o for o in simple if "." not in o.split("=", 1)[0]]
                 raise ConfigError(_explain(exc, config_name, groups_only)) from None
+            problem = _wrong_type(config_name, overrides, composed)
+            if problem:
+                raise ConfigError(problem)
     finally:
         GlobalHydra.instance().clear()
+
+
+# -- value types -----------------------------------------------------------------------------------------------------
+
+_KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "none": "null"}
+_ABSENT = object()
+
+
+def _kinds(annotation: Any) -> set[str]:
+    """The kinds of command-line value an annotation admits: bool, int, float, str, none, list, dict, or ``any`` for
+    anything the check cannot judge (a class, a path, a callable, ``Any``)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in typing.get_args(annotation)))
+    if origin is typing.Literal:
+        return {"str" if isinstance(a, str) else _value_kind(a) for a in typing.get_args(annotation)}
+    base = origin or annotation
+    simple = {bool: "bool", int: "int", float: "float", str: "str", type(None): "none"}
+    if base in simple:
+        return {simple[base]}
+    if base is None:
+        return {"none"}
+    if isinstance(base, type) and issubclass(base, Mapping):
+        return {"dict"}
+    if isinstance(base, type) and issubclass(base, Sequence) and base is not str:
+        return {"list"}
+    return {"any"}
+
+
+def _value_kind(value: Any) -> str:
+    for kind, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (type(None), "none")):
+        if isinstance(value, kind):
+            return name
+    return "dict" if isinstance(value, Mapping) else "list" if isinstance(value, Sequence) else "any"
+
+
+def _annotation(cfg: DictConfig, key: str) -> Any:
+    """The annotation of the parameter that ``key`` is passed to, when its parent node instantiates a ``_target_``
+    whose signature names it; ``inspect.Parameter.empty`` otherwise."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else None
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not isinstance(target, str):
+        return inspect.Parameter.empty
+    try:
+        from hydra.utils import get_object
+
+        parameter = inspect.signature(get_object(target), eval_str=True).parameters.get(leaf)
+    except Exception:  # an unimportable target or unresolvable annotations: Hydra will say so, or the default decides
+        return inspect.Parameter.empty
+    return inspect.Parameter.empty if parameter is None else parameter.annotation
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _expected(admitted: set[str]) -> str:
+    names = [_KIND_NAMES[k] for k in ("bool", "int", "float") if k in admitted]
+    if "float" in admitted and "int" in admitted:
+        names.remove("an integer")
+    text = " or ".join(names)
+    return f"{text} or null" if "none" in admitted else text
+
+
+def _wrong_type(config_name: str, overrides: Sequence[str], composed: DictConfig) -> str | None:
+    """One line for the first override whose value does not fit its key, None when all fit.
+
+    A value is checked against the annotation of the parameter it is passed to (``trainer.max_steps`` -> ``int``;
+    ``trainer.devices=auto`` fits ``list[int] | str | int``) and, without one, against the type of the key's
+    default (``model.loss.flow: 2.0`` -> a number; a number key takes an int or a float). Only the mistakes a
+    command line makes are refused: a word or a true/false for a number, a word for true/false, a fraction for an
+    integer. Every value of a sweep is checked; a key added with ``+`` is not.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    loader = GlobalHydra.instance().config_loader()
+    is_group = [bool(loader.get_group_options(o.key_or_group)) for o in parsed]
+    groups = _first_values([o.input_line for o, group in zip(parsed, is_group, strict=True) if group])
+    try:
+        base = hydra.compose(config_name, overrides=groups)
+    except HydraException:
+        return None
+    for override, group in zip(parsed, is_group, strict=True):
+        key = override.key_or_group
+        if group or key.startswith("hydra") or override.is_add() or override.is_delete():
+            continue
+        default = OmegaConf.select(base, key, default=_ABSENT, throw_on_resolution_failure=False)
+        if default is _ABSENT or default is None or OmegaConf.is_config(default):
+            continue
+        annotation = _annotation(base, key)
+        if annotation is inspect.Parameter.empty:
+            kind = _value_kind(default)
+            admitted = {"bool"} if kind == "bool" else {"int", "float"} if kind in ("int", "float") else {"any"}
+        else:
+            admitted = _kinds(annotation)
+        if "any" in admitted or "str" in admitted or not admitted & {"bool", "int", "float"}:
+            continue
+        for given, value in _values(override, composed):
+            kind = _value_kind(value)
+            if kind == "float" and "int" in admitted and float(value).is_integer():
+                continue  # 3000.0 for an integer: harmless, and what a search space's bounds look like
+            if kind in admitted or (kind == "int" and "float" in admitted) or kind not in ("str", "bool", "float"):
+                continue
+            got = f"the string {value!r}" if kind == "str" else _show(value)
+            return f"{key}={given}: expected {_expected(admitted)} (default {_show(default)}), got {got}"
+    return None
+
+
+def _values(override: Override, composed: DictConfig) -> list[tuple[str, Any]]:
+    """(as given, value) of every value an override gives its key: the composed (resolved) value of a single value,
+    every value of a sweep (as parsed)."""
+    if not override.is_sweep_override():
+        try:
+            value = OmegaConf.select(composed, override.key_or_group, throw_on_resolution_failure=True)
+        except Exception:  # an interpolation that does not resolve here: the job will say so
+            return []
+        return [(override.input_line.split("=", 1)[1], value)]
+    sweep = override.value()
+    values = [sweep.start, sweep.end] if isinstance(sweep, IntervalSweep) else list(override.sweep_iterator())
+    return [(v if isinstance(v, str) else _show(v), v) for v in values if not (isinstance(v, str) and "${" in v)]
 
 
 def _explain(exc: Exception, config_name: str, group_overrides: list[str]) -> str:
@@ -153,11 +295,11 @@ def _explain(exc: Exception, config_name: str, group_overrides: list[str]) -> st
 def check_fresh(run_dir: Path, resuming: bool) -> None:
     """Refuse to write into a folder that already holds a run (unless resuming an unfinished one)."""
     if (run_dir / "metrics.json").exists():
-        raise ConfigError(
+        raise RunFolderError(
             f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir or delete that folder"
         )
     if not resuming and any((run_dir / name).exists() for name in RUN_ARTIFACTS):
-        raise ConfigError(
+        raise RunFolderError(
             f"{run_dir} already holds a run; resume it with ckpt_path=last, or choose another hydra.run.dir"
         )
 
@@ -218,11 +360,57 @@ def _as_single_run() -> Iterator[None]:
         os.environ.update(environ)
 
 
+def show(text: str) -> None:
+    """Print ``text`` (a run's summary) and copy it into the run's log file."""
+    print(text)
+    _file_log.info("%s", text)
+
+
+@contextmanager
+def job_log() -> Iterator[None]:
+    """During a Hydra job, send Lightning's log lines and :data:`FILE_LOG`'s to the job's log file too.
+
+    Hydra's job logging gives the root logger a console and a file handler (``<run>/<task_name>.log``) when the job
+    starts; the suite's loggers (``vad.*``) propagate there. Lightning's ``lightning.pytorch`` / ``lightning.fabric``
+    loggers do not: when they are imported before Hydra configures logging (as here: the entry points import
+    Lightning first), the root logger has no handler yet, so they print through a handler of their own and stop
+    propagating, and their lines ("Seed set to 0", "`Trainer.fit` stopped", "Restoring states from the checkpoint")
+    never reached the file. The root's file handlers are added to them for the job and removed afterwards (each job
+    of a multirun has its own file); their console output is unchanged.
+    """
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    cut_off = [logger for logger in map(logging.getLogger, _LIGHTNING_LOGGERS) if not logger.propagate]
+    attached = [(logger, h) for logger in [*cut_off, _file_log] for h in files if h not in logger.handlers]
+    level = _file_log.level
+    _file_log.setLevel(logging.INFO)
+    for logger, handler in attached:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger, handler in attached:
+            logger.removeHandler(handler)
+        _file_log.setLevel(level)
+
+
+def _record_single_failure(exc: BaseException, ours: VadError | None) -> None:
+    """A single run that failed keeps its folder with ``error.txt`` saying why (and its log the traceback of an
+    unexpected error); nothing is written into a folder that is not this run's own (one holding another run, or
+    ``vad.prepare``'s working directory)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir is None or isinstance(ours, RunFolderError):
+        return
+    message = str(ours) if ours is not None else f"{type(exc).__name__}: {exc}"
+    runs.record_failure(Path(hydra_cfg.runtime.output_dir), message)
+    _file_log.error("run failed: %s", message, exc_info=ours is None)
+
+
 def run_hydra(config_name: str, task: Callable[[DictConfig], Any], *, resume_key: str | None = None) -> None:
     """Run ``task`` as a Hydra app on ``conf/<config_name>.yaml``; VadErrors become ``error: ...`` and exit 2.
 
-    ``resume_key``: the config key that resumes a run in its own folder (``ckpt_path`` for training). In a multirun
-    a failing job is recorded and the sweep goes on (see the module docstring).
+    ``resume_key``: the config key that resumes a run in its own folder (``ckpt_path`` for training). A failing
+    single run records why in its folder's ``error.txt``; in a multirun a failing job is recorded and the sweep goes
+    on (see the module docstring).
     """
     try:
         check_overrides(config_name, sys.argv[1:])
@@ -232,19 +420,24 @@ def run_hydra(config_name: str, task: Callable[[DictConfig], Any], *, resume_key
         raise SystemExit(2) from None
 
     def guarded(cfg: DictConfig) -> Any:
-        try:
-            with _as_single_run():
-                return task(cfg)
-        except Exception as exc:
-            ours = _vad_error(exc)
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                message = str(ours) if ours is not None else f"{type(exc).__name__}: {exc}"
-                log.error("job failed: %s", message, exc_info=ours is None)
-                runs.record_failure(Path(HydraConfig.get().runtime.output_dir), message)
-                return {runs.FAILED: message}
-            if ours is None:
-                raise
-            print(f"error: {ours}", file=sys.stderr)
-            raise SystemExit(2) from None
+        with job_log():
+            try:
+                with _as_single_run():
+                    result = task(cfg)
+            except Exception as exc:
+                ours = _vad_error(exc)
+                if HydraConfig.get().mode == RunMode.MULTIRUN:
+                    message = str(ours) if ours is not None else f"{type(exc).__name__}: {exc}"
+                    log.error("job failed: %s", message, exc_info=ours is None)
+                    runs.record_failure(Path(HydraConfig.get().runtime.output_dir), message)
+                    return {runs.FAILED: message}
+                _record_single_failure(exc, ours)
+                if ours is None:
+                    raise
+                print(f"error: {ours}", file=sys.stderr)
+                raise SystemExit(2) from None
+            if HydraConfig.get().output_subdir is not None:  # a resumed run that succeeded: its old failure is past
+                (Path(HydraConfig.get().runtime.output_dir) / runs.FAILURE_FILE).unlink(missing_ok=True)
+            return result
 
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(guarded)()

@@ -20,6 +20,10 @@ class ConfigError(VadError, ValueError):
     """A configuration value or key is invalid."""
 
 
+class RunFolderError(ConfigError):
+    """The run folder holds another run: the failure is about the folder, so nothing is written into it."""
+
+
 @contextmanager
 def unwrapped_constructor_errors() -> Iterator[None]:
     """Re-raise a VadError that ``hydra.utils.instantiate`` wrapped in an InstantiationException as itself: the

@@ -8,6 +8,12 @@ The checkpoint carries the config it was trained with; the model, dataset and fl
 Command-line overrides apply on top (``dataset.root=/copy/elsewhere``), and switching a whole group
 (``dataset=avenue``) takes that group's config instead. ``select=best_on_test`` tests every checkpoint of a run and
 keeps the best micro AUC: that number is selected on the test labels and is reported as such.
+
+Footage without a test split (``dataset.root=`` a folder of videos or frame folders, all of it "training" to the
+dataset readers) is scored whole: every video in it is a test video (:class:`WholeFootage`). Without labels the
+report says that there is nothing to evaluate against (no AUC) and scores.csv holds every scored frame's signals.
+A ``ckpt_path`` that is not a checkpoint of this suite, or whose weights do not fit the model, is refused in one line
+(``vad.checkpoint_io``).
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from vad import report, tracking
 from vad.build import build_datamodule, build_model, build_trainer, test_and_report
-from vad.cli import check_fresh, run_hydra
-from vad.errors import ConfigError
+from vad.checkpoint_io import check_fits, read_checkpoint
+from vad.cli import check_fresh, run_hydra, show
+from vad.data.datamodule import VideoDataModule
+from vad.data.index import DatasetIndex, Video
+from vad.errors import ConfigError, DataError
 from vad.methods.base import CONFIG_KEY
 from vad.train import run_directory
 
@@ -61,14 +69,42 @@ def checkpoint_files(ckpt_path: str, select: str) -> list[Path]:
 
 
 def saved_config(ckpt: Path) -> dict[str, Any]:
-    """The {"config", "choices"} record a vad checkpoint carries."""
-    try:
-        data = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"ckpt_path: cannot read {ckpt} as a checkpoint ({type(exc).__name__}: {exc})") from None
-    if CONFIG_KEY not in data:
-        raise ConfigError(f"ckpt_path: {ckpt} was not written by vad.train (no '{CONFIG_KEY}' entry)")
-    return data[CONFIG_KEY]
+    """The {"config", "choices"} record a vad checkpoint carries (a one-line ConfigError when ``ckpt`` is not a
+    checkpoint of this suite, see :func:`vad.checkpoint_io.read_checkpoint`)."""
+    return read_checkpoint(ckpt)[CONFIG_KEY]
+
+
+class WholeFootage(VideoDataModule):
+    """The dataset module of ``vad.evaluate``: a dataset without a test split (a folder of videos or frame folders,
+    which the readers index as training footage) is tested whole, every video of it unlabelled; a dataset with a
+    test split is tested as usual. ``footage`` says which videos were tested in the first case (None otherwise)."""
+
+    footage: str | None = None
+
+    def _open(self) -> DatasetIndex:
+        index = super()._open()
+        if index.test or not index.train:
+            return index
+        self.footage = f"every video of {index.root} ({len(index.train)}; no test split, so no labels)"
+        self.val_videos = 0  # nothing is trained or validated here: no video is held out of the test
+        test = [Video(name=v.name, source=v.source) for v in index.train]
+        return DatasetIndex(index.name, index.root, train=[], test=test, label_source=None, layout=index.layout)
+
+    def describe_footage(self) -> str | None:
+        """``footage``, known before the test: indexes the dataset (lists its files, decodes nothing). A root that
+        does not exist yet (a synthetic set generated on first use) has a test split."""
+        if self.footage is None and self.root.exists():
+            self._open()
+        return self.footage
+
+
+def test_data_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with its dataset read by :class:`WholeFootage` (when it is the suite's VideoDataModule)."""
+    if cfg.dataset.get("_target_") != f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}":
+        return cfg
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    out.dataset._target_ = f"{WholeFootage.__module__}.{WholeFootage.__qualname__}"  # __main__ under python -m
+    return out
 
 
 def effective_config(cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
@@ -100,13 +136,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         files, eff = [], cfg
     model = build_model(eff)
-    datamodule = build_datamodule(eff, model)
     if model.trainable and not files:
         raise ConfigError(
             f"model {eff.model._target_} has trainable weights: pass ckpt_path=<checkpoint or run folder>"
         )
+    for ckpt in files:
+        check_fits(model, read_checkpoint(ckpt), ckpt)
+    datamodule = build_datamodule(test_data_config(eff), model)
     trainer = build_trainer(cfg, run_dir, with_callbacks=False)
     meta = report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "evaluate"}
+    footage = datamodule.describe_footage() if isinstance(datamodule, WholeFootage) else None
+    if footage is not None:
+        if select == "best_on_test":
+            raise ConfigError(f"select=best_on_test picks a checkpoint by test AUC, but the test videos are {footage}")
+        meta["test_videos"] = footage
     with tracking.finishing(trainer.loggers):  # each job of a multirun finishes its own tracker run
         if select == "best_on_test" and len(files) > 1:
             scan = {}
@@ -127,10 +170,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             selection=SELECTIONS[select],
             meta=meta,
         )
+    if result is None:  # not reached: a dataset without any video is refused by its reader
+        raise DataError(f"{eff.dataset.root}: nothing was tested (no test videos)")
     if trainer.is_global_zero:
         name = eff.model._target_.rsplit(".", 1)[-1]
         checkpoint = f"{files[0]} ({SELECTIONS[select]})" if files else "none (untrained model)"
-        print(report.format_summary(result, title=f"{name} on {eff.dataset.name} [{select}]", checkpoint=checkpoint))
+        title = f"{name} on {eff.dataset.name} [{select}]"
+        show(report.format_summary(result, title=title, checkpoint=checkpoint, note=footage))
     return result.to_dict()
 
 

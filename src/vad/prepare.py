@@ -256,6 +256,11 @@ def prepare(
 
 def run(cfg: DictConfig) -> PrepareResult:
     """Run :func:`prepare` from a composed ``conf/prepare.yaml`` (``cfg.dataset`` is the chosen dataset config)."""
+    if cfg.get("dataset") is None:
+        raise ConfigError(
+            "dataset is required: python -m vad.prepare dataset=<ped1|ped2|avenue|shanghaitech> "
+            "source=<download folder>"
+        )
     if OmegaConf.is_missing(cfg, "source"):
         raise ConfigError(
             f"source is required: python -m vad.prepare dataset={cfg.dataset.name} source=<download folder>"

@@ -314,27 +314,56 @@ def _fusion(result: ProtocolResult) -> str:
     return f"{terms} ({result.normalisation_description if result.normalise else 'raw, no normalisation'})"
 
 
-def format_summary(result: ProtocolResult, title: str, checkpoint: str | None = None) -> str:
-    """A compact aligned table of a run's numbers and their protocol, printed at the end of a run.
-
-    ``checkpoint`` (the file and how it was selected, e.g. ``.../last.ckpt (last)``) adds a last row.
-    """
-    total = len(result.videos)
-    anomalous = f"{result.n_anomalous} anomalous, " if result.labelled else ""
-    lines = [
-        ("micro AUC (frame level)", _fmt(result.auc_micro)),
-        (f"macro AUC ({result.n_macro_videos} of {total} videos)", _fmt(result.auc_macro)),
-        ("EER", _fmt(result.eer)),
-        ("AP", _fmt(result.ap)),
-        ("micro AUC, raw signals", _fmt(result.auc_micro_raw)),
-        ("frames", f"{result.n_frames} scored, {anomalous}{result.n_dropped} dropped"),
-        ("score", _fusion(result)),
-        ("labels", result.label_source or ("none" if not result.labelled else "unrecorded")),
-    ]
-    if checkpoint is not None:
-        lines.append(("checkpoint", checkpoint))
+def _table(title: str, lines: Sequence[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in lines)
     return "\n".join([title, "-" * len(title), *(f"{name.ljust(width)}  {value}" for name, value in lines)])
+
+
+#: what the summary of a result without labels says instead of its (undefined) metrics
+NO_LABELS = "none: nothing to evaluate against, so no AUC, EER or AP; scores.csv holds every scored frame's signals"
+
+
+def format_summary(result: ProtocolResult, title: str, checkpoint: str | None = None, note: str | None = None) -> str:
+    """A compact aligned table of a run's numbers and their protocol, printed at the end of a run.
+
+    ``checkpoint`` (the file and how it was selected, e.g. ``.../last.ckpt (last)``) adds a last row; ``note`` (what
+    the test videos were, when that is not the dataset's test split) a row ``videos``. A result without labels has
+    no metrics: its table says so (:data:`NO_LABELS`) instead of listing them as n/a.
+    """
+    total = len(result.videos)
+    if not result.labelled:
+        lines = [
+            ("labels", NO_LABELS),
+            (
+                "frames",
+                f"{result.n_frames} scored in {total} video{'' if total == 1 else 's'}, {result.n_dropped} dropped",
+            ),
+            ("score", _fusion(result)),
+        ]
+    else:
+        lines = [
+            ("micro AUC (frame level)", _fmt(result.auc_micro)),
+            (f"macro AUC ({result.n_macro_videos} of {total} videos)", _fmt(result.auc_macro)),
+            ("EER", _fmt(result.eer)),
+            ("AP", _fmt(result.ap)),
+            ("micro AUC, raw signals", _fmt(result.auc_micro_raw)),
+            ("frames", f"{result.n_frames} scored, {result.n_anomalous} anomalous, {result.n_dropped} dropped"),
+            ("score", _fusion(result)),
+            ("labels", result.label_source or "unrecorded"),
+        ]
+    if note is not None:
+        lines.append(("videos", note))
+    if checkpoint is not None:
+        lines.append(("checkpoint", checkpoint))
+    return _table(title, lines)
+
+
+def format_untested(title: str, reason: str, checkpoint: str | None = None) -> str:
+    """The table of a training run whose test could not run: ``tested  nothing: <reason>`` and the checkpoint."""
+    lines = [("tested", f"nothing: {reason}")]
+    if checkpoint is not None:
+        lines.append(("checkpoint", checkpoint))
+    return _table(title, lines)
 
 
 def format_comparison(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:

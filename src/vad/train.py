@@ -16,6 +16,12 @@ injected pseudo-anomalies, ``test_checkpoint=best_val`` tests the checkpoint tha
 records the tested checkpoint's validation AUC (``val_auc_micro``) and the plan of the injection
 (``val_pseudo.json``). A non-finite loss stops training with the step and term, after saving the state of that step
 (``vad.callbacks.NonFiniteCheckpoint``). Under DDP the replicas' weights are compared after fitting.
+
+A ``ckpt_path`` that is not a checkpoint of this suite, or whose weights do not fit the configured model, is refused
+in one line before any data is read (``vad.checkpoint_io.read_checkpoint`` / ``check_fits``). Footage without a test
+split (a folder of videos or frame folders) trains as usual; with ``test=true`` the run then says that nothing was
+tested, why, and where the checkpoint is. A test split without labels is scored (scores.csv) and the summary says
+that there is no AUC.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from omegaconf import DictConfig
 
 from vad import report, tracking
 from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
 from vad.callbacks import BestValCheckpoint
-from vad.checkpoint_io import AtomicCheckpointIO
-from vad.cli import check_fresh, run_hydra
+from vad.checkpoint_io import AtomicCheckpointIO, check_fits, read_checkpoint
+from vad.cli import check_fresh, run_hydra, show
 from vad.distributed import replica_digests
 from vad.errors import ConfigError
 
@@ -114,21 +121,51 @@ def validation_record(trainer: L.Trainer, model: Any, datamodule: Any, run_dir: 
     return record
 
 
-def store_training_means(trainer: L.Trainer, model: Any, datamodule: Any, run_dir: Path) -> dict[str, float]:
-    """For a method that declares ``training_mean_names`` (AMC's score weights): compute them once over the normal
-    training frames with the final weights and write them into the run's last checkpoint (its ``training_means``
-    buffer), so a later ``vad.evaluate`` of that checkpoint scores exactly like this run's test. Nothing else in the
-    checkpoint changes (the loop and optimiser states of the last step stay as saved)."""
-    if not model.training_mean_names:
-        return {}
-    means = model.compute_training_means(datamodule.training_frames_dataloader())
+def finalise_checkpoint(trainer: L.Trainer, model: Any, datamodule: Any, run_dir: Path) -> dict[str, Any]:
+    """What is computed once with the final weights and written into the run's last checkpoint, so a later
+    ``vad.evaluate`` / ``vad.score`` of it works exactly like this run's test: the training means of a method that
+    declares ``training_mean_names`` (AMC's score weights), then the calibration of the scores on held-out normal
+    frames (``vad.calibration``, for streams and alerts). Nothing else in the checkpoint changes (the loop and
+    optimiser states of the last step stay as saved). Returns what metrics.json records."""
+    record: dict[str, Any] = {}
+    if model.training_mean_names:
+        record["training_means"] = model.compute_training_means(datamodule.training_frames_dataloader())
+    loader, source = datamodule.calibration_dataloader()
+    calibration = model.calibrate(loader, source)
+    record["calibration"] = {"source": calibration.source, "frames": calibration.frames}
     last = run_dir / "checkpoints" / "last.ckpt"
     if trainer.is_global_zero and last.is_file():
         checkpoint = torch.load(last, map_location="cpu", weights_only=False)
-        checkpoint["state_dict"]["training_means"] = model.training_means.detach().cpu().clone()
+        if model.training_mean_names:
+            checkpoint["state_dict"]["training_means"] = model.training_means.detach().cpu().clone()
+        checkpoint[CALIBRATION_KEY] = calibration.to_dict()
         AtomicCheckpointIO().save_checkpoint(checkpoint, last)
-    trainer.strategy.barrier("training_means")
-    return means
+    trainer.strategy.barrier("finalise_checkpoint")
+    return record
+
+
+def read_resume_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint to resume from, checked: a checkpoint of this suite (:func:`read_checkpoint`) that holds a
+    training state (optimiser states and loop counters), not only weights."""
+    checkpoint = read_checkpoint(path)
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise ConfigError(
+            f"ckpt_path: {path} holds weights but no training state to resume from (optimiser states, loop "
+            f"counters); test it with python -m vad.evaluate ckpt_path={path}"
+        )
+    return checkpoint
+
+
+def untested_reason(datamodule: Any, ckpt: str | None) -> str | None:
+    """Why the test split cannot be tested (None when it can): footage without test videos."""
+    index = getattr(datamodule, "index", None)
+    if index is None or index.test:
+        return None
+    command = f"python -m vad.evaluate ckpt_path={ckpt or '<checkpoint>'} dataset.root=<footage>"
+    return (
+        f"{index.root} has no test videos (no testing/ split: every video there is training footage); "
+        f"to score footage: {command}"
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -136,10 +173,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``val_auc_micro`` (the tested checkpoint's validation AUC) when there are validation videos."""
     run_dir = run_directory()
     resume = resolve_resume(cfg.get("ckpt_path"), run_dir)
+    resume_checkpoint = read_resume_checkpoint(resume) if resume is not None else None
     choice = check_selection(cfg)
     check_fresh(run_dir, resuming=resume is not None)
     L.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg)
+    if resume is not None and resume_checkpoint is not None:
+        check_fits(model, resume_checkpoint, resume)
+    del resume_checkpoint  # memory-mapped: Lightning reads the file again to resume
     datamodule = build_datamodule(cfg, model)
     if not model.trainable:
         raise ConfigError(f"model={cfg.model._target_} has no weights to train; use `python -m vad.evaluate` instead")
@@ -151,12 +192,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         digests = replica_digests(model)
         if len(set(digests)) > 1:
             raise RuntimeError(f"the DDP replicas' weights differ after training (digest per rank: {digests})")
-        training_means = store_training_means(trainer, model, datamodule, run_dir)
+        finalised = finalise_checkpoint(trainer, model, datamodule, run_dir)
         chosen = validation_record(trainer, model, datamodule, run_dir, choice)
         val = {k: v for k, v in chosen["meta"].items() if k.startswith("val_auc")}
         if not cfg.get("test", True):
             return val
         ckpt = chosen["ckpt"]
+        title = f"{cfg.model._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"
+        reason = untested_reason(datamodule, ckpt)
+        if reason is not None:
+            if trainer.is_global_zero:
+                shown = f"{ckpt} ({chosen['selection']})" if ckpt else "none written (in-memory weights only)"
+                show(report.format_untested(title, reason, checkpoint=shown))
+            return val
         meta = (
             chosen["meta"]
             | report.run_metadata()
@@ -169,18 +217,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "train_seconds": round(fit_seconds, 3),  # this process's fit (a resumed run: since the resume)
                 "train_steps": trainer.global_step,
             }
-            | ({"training_means": training_means} if training_means else {})
+            | finalised
         )
         selection = chosen["selection"]
         result = test_and_report(trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection=selection, meta=meta)
     if result is None:
         return val
     if trainer.is_global_zero:
-        title = f"{cfg.model._target_.rsplit('.', 1)[-1]} on {cfg.dataset.name}"
         shown = f"{ckpt or 'in-memory weights'} ({selection})"
         if "val_auc_micro" in val and val["val_auc_micro"] is not None:
             shown += f"; validation micro AUC {val['val_auc_micro']:.4f}"
-        print(report.format_summary(result, title=title, checkpoint=shown))
+        show(report.format_summary(result, title=title, checkpoint=shown))
     return result.to_dict() | val
 
 

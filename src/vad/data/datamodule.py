@@ -33,7 +33,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from vad.data.cache import FrameCache
 from vad.data.clips import ClipDataset, TestClipDataset, collate_clips
@@ -295,6 +295,32 @@ class VideoDataModule(L.LightningDataModule):
                 raise DataError(f"{self.root}: no training videos to compute training statistics on")
             base = self._clips(ClipDataset, self.train_videos, "training")
         return self._loader(base)
+
+    #: the share of each training video's last clips that calibrates when no video is held out
+    CALIBRATION_TAIL = 0.1
+
+    def calibration_dataloader(self) -> tuple[DataLoader, str]:
+        """Normal frames not trained on, to calibrate scores (``vad.calibration``), and what they are: the held-out
+        validation videos' ORIGINAL frames (no injected pseudo-anomaly) when there are some, else the last
+        :attr:`CALIBRATION_TAIL` of each training video's clips (trained on: their scores run low, so the
+        thresholds are optimistic; hold videos out with ``dataset.val_videos`` for honest ones)."""
+        if self.index is None:
+            self.setup("test")
+        if self.val_split:
+            dataset = self._clips(ClipDataset, self.val_split, "training")
+            names = ", ".join(v.name for v in self.val_split)
+            return self._loader(dataset), f"held-out normal training videos {names} (dataset.val_videos)"
+        if not self.train_videos:
+            raise DataError(f"{self.root}: no training videos to calibrate on")
+        dataset = self._clips(ClipDataset, self.train_videos, "training")
+        indices = []
+        first = 0
+        for count in dataset.clips_per_video.tolist():
+            tail = max(1, round(count * self.CALIBRATION_TAIL)) if count else 0
+            indices.extend(range(first + count - tail, first + count))
+            first += count
+        source = f"last {self.CALIBRATION_TAIL:.0%} of each training video's clips (trained on; no held-out videos)"
+        return self._loader(Subset(dataset, indices)), source
 
     # -- for evaluation ----------------------------------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
 from vad import losses, panels, scoring
+from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
+from vad.calibration import Calibration
 from vad.errors import ConfigError, VadError
 from vad.nets.patch_discriminator import PatchDiscriminator
 
@@ -240,6 +242,8 @@ class VADModule(L.LightningModule):
         self._test_records: list[dict[str, np.ndarray]] = []
         self._test_video: int | None = None
         self.test_result: scoring.ProtocolResult | None = None
+        #: the signals' distribution on held-out normal frames (``vad.calibration``), saved in checkpoints
+        self.calibration: Calibration | None = None
         self._val_records: list[dict[str, np.ndarray]] = []
         #: the protocol result of the last validation epoch on the pseudo-anomaly validation set
         self.val_result: scoring.ProtocolResult | None = None
@@ -537,6 +541,8 @@ class VADModule(L.LightningModule):
         # The composed config travels with the weights so `vad.evaluate ckpt_path=...` rebuilds the same run.
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config
+        if self.calibration is not None:
+            checkpoint[CALIBRATION_KEY] = self.calibration.to_dict()
         # A periodic checkpoint is saved by a callback's on_train_batch_end, before this module's: the iteration's
         # scheduler step is taken now and recorded, or a resumed run would stay one step behind.
         if "lr_schedulers" in checkpoint and self.trainer.training and self._step_schedulers():
@@ -547,6 +553,30 @@ class VADModule(L.LightningModule):
             for state, optimizer in zip(checkpoint.get("optimizer_states", []), self.trainer.optimizers, strict=False):
                 for saved, group in zip(state.get("param_groups", []), optimizer.param_groups, strict=False):
                     saved["lr"] = group["lr"]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        data = checkpoint.get(CALIBRATION_KEY)
+        self.calibration = None if data is None else Calibration.from_dict(data)
+
+    # ------------------------------------------------------------------ calibration on held-out normal frames
+    @torch.no_grad()
+    def collect_signals(self, loader: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Every clip's :meth:`frame_signals` (stateless: no test-time memory update) over ``loader``, in eval mode:
+        name -> (N,) float64."""
+        was_training = self.training
+        self.eval()
+        columns: dict[str, list[np.ndarray]] = {name: [] for name in self.signals}
+        for batch in loader:
+            moved = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            for name, value in self.frame_signals(moved).items():
+                columns[name].append(value.detach().double().cpu().numpy())
+        self.train(was_training)
+        return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in columns.items()}
+
+    def calibrate(self, loader: Iterable[Mapping[str, Any]], source: str) -> Calibration:
+        """Fit :attr:`calibration` on the normal clips of ``loader`` (``source`` says which, for the report)."""
+        self.calibration = Calibration.fit(self.collect_signals(loader), self.score_weights, source=source)
+        return self.calibration
 
     # ------------------------------------------------------------------ validation: held-out normal videos
     def on_validation_epoch_start(self) -> None:
@@ -593,6 +623,11 @@ class VADModule(L.LightningModule):
         self.test_samples = None
         self.test_result = None
         self._test_video = None
+        self.begin_test_state()
+
+    def begin_test_state(self) -> None:
+        """Reset the state a method's test evolves (MNAD's test memory) to the trained one; called at the start of
+        every test and by ``vad.score`` before each input. A no-op by default."""
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         # A batch may span a video boundary: each video's run of frames is handled on its own, after the

@@ -78,7 +78,7 @@ class FFP(FramePredictor):
         channels_last: run the convolutions in channels-last memory format (see VADModule).
     """
 
-    signals = ("psnr", "patch_max")
+    signals = ("psnr", "patch_max", "intensity_error", "gradient_error")
     loss_terms = ("intensity", "gradient", "flow", "adversarial")
     default_loss: ClassVar[Mapping[str, float]] = {"intensity": 1.0, "gradient": 1.0, "flow": 2.0, "adversarial": 0.05}
     frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {"flow": FLOW_FOR_LOSS}
@@ -99,6 +99,9 @@ class FFP(FramePredictor):
         patch: Mapping[str, int] | None = None,
     ) -> None:
         patch_config = check_patch(patch)
+        # the flow term's per-frame error is a signal only when there is a flow estimator to compute it
+        has_flow = (frozen or {}).get("flow") is not None
+        self.signals = type(self).signals + (("flow_error",) if has_flow else ())
         super().__init__(
             channels=channels,
             clip_len=clip_len,
@@ -126,12 +129,25 @@ class FFP(FramePredictor):
         return Prediction(self.generator(clip.stacked))
 
     def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """``psnr`` and ``patch_max`` of one prediction per frame (a single forward pass): (N,) float32 each."""
-        prediction = self.predict(batch).float()
-        target = batch["frames"][:, -1].float()
+        """Per frame, from one prediction: ``psnr``, ``patch_max``, and the per-frame values of the loss terms,
+        ``intensity_error`` (L_int), ``gradient_error`` (L_gd) and, with a flow estimator, ``flow_error`` (L_op), so
+        the FFP README's fused score alpha L_int + beta L_grad + gamma L_flow is a ``model.score``: (N,) each."""
+        clip = self.clip_of(batch)
+        prediction = self.forward_clip(clip).frame.float()
+        target = clip.target.float()
         error = ((prediction - target) / 2).square().mean(dim=1)  # the squared error of the PSNR, per pixel
         patch = scoring.max_patch(error, window=self.patch["window"], stride=self.patch["stride"])
-        return {"psnr": losses.psnr(prediction, target), "patch_max": patch.select}
+        signals = {
+            "psnr": losses.psnr(prediction, target),
+            "patch_max": patch.select,
+            "intensity_error": losses.intensity_loss(prediction, target, reduction="none"),
+            "gradient_error": losses.gradient_loss(prediction, target, reduction="none"),
+        }
+        if "flow_error" in self.signals:
+            last = clip.last.float()
+            difference = self.flow(last, prediction) - self.flow(last, target)
+            signals["flow_error"] = difference.abs().flatten(1).mean(dim=1)
+        return signals
 
     def generator_terms(self, prediction: Prediction, clip: Clip) -> dict[str, torch.Tensor]:
         frame = prediction.frame

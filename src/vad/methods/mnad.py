@@ -224,9 +224,11 @@ class MNAD(VADModule):
         return self.memory.items if self._test_items is None else self._test_items
 
     # ------------------------------------------------------------------ test-time memory
+    def begin_test_state(self) -> None:
+        self._test_items = self.memory.items.detach().clone()
+
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
-        self._test_items = self.memory.items.detach().clone()
         if self.trainer.world_size > 1 and self.test_memory["gamma"] is not None:
             rank_zero_warn(
                 "MNAD test-time memory updates follow the frame order of one process; under DDP each rank updates its "

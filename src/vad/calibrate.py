@@ -1,0 +1,77 @@
+"""Calibrate a trained detector for streams and alerts, on demand (``vad.train`` does it after training).
+
+    python -m vad.calibrate ckpt_path=<run>/checkpoints/last.ckpt [overwrite=true]
+
+Each signal's distribution on held-out normal frames (the run's validation videos, original frames; or the last
+training frames when the run held none out) and the calibrated scores of those frames are written into the
+checkpoint (``vad_calibration``, :mod:`vad.calibration`); ``vad.score`` normalises by them and sets alert thresholds
+for a false-alarm rate. A checkpoint that already holds a calibration is changed only with ``overwrite=true``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from vad.build import build_datamodule, model_from_checkpoint
+from vad.calibration import CHECKPOINT_KEY
+from vad.checkpoint_io import AtomicCheckpointIO
+from vad.cli import run_hydra
+from vad.errors import ConfigError
+from vad.methods.base import VADModule
+
+
+def calibrate_model(model: VADModule, datamodule: Any) -> dict[str, Any]:
+    """Fit the model's calibration on the datamodule's calibration frames (training means first, when the method
+    needs them and they are missing); returns a summary."""
+    if not model.training_means_ready:
+        model.compute_training_means(datamodule.training_frames_dataloader())
+    loader, source = datamodule.calibration_dataloader()
+    calibration = model.calibrate(loader, source)
+    threshold = calibration.threshold(0.01)
+    return {"source": calibration.source, "frames": calibration.frames, "threshold_fpr_0.01": threshold}
+
+
+def write_calibration(ckpt: Path, model: VADModule) -> None:
+    """Put the model's calibration (and its training means) into the checkpoint file, atomically; nothing else in
+    it changes."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert model.calibration is not None
+    checkpoint[CHECKPOINT_KEY] = model.calibration.to_dict()
+    if model.training_mean_names:
+        checkpoint["state_dict"]["training_means"] = model.training_means.detach().cpu().clone()
+    AtomicCheckpointIO().save_checkpoint(checkpoint, ckpt)
+
+
+def calibrate(cfg: DictConfig) -> dict[str, Any]:
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("ckpt_path: give the checkpoint to calibrate (ckpt_path=<run>/checkpoints/last.ckpt)")
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file")
+    model, run_cfg = model_from_checkpoint(ckpt, cfg)
+    if model.calibration is not None and not cfg.get("overwrite", False):
+        raise ConfigError(
+            f"ckpt_path: {ckpt} already holds a calibration ({model.calibration.source}); overwrite=true replaces it"
+        )
+    datamodule = build_datamodule(run_cfg, model)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    summary = calibrate_model(model, datamodule)
+    write_calibration(ckpt, model)
+    print(
+        f"calibrated on {summary['frames']} frames ({summary['source']}); threshold at a 1% false-alarm rate: "
+        f"{summary['threshold_fpr_0.01']:.3f} -> {ckpt}"
+    )
+    return summary
+
+
+def main() -> None:
+    run_hydra("calibrate", calibrate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""vad.score and vad.calibrate: a trained detector on files, folders and live sources; the same raw signals as
+vad.evaluate, calibrated alerts, events, the overlay video, and the failures a user meets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
+from vad.build import model_from_checkpoint
+from vad.calibrate import calibrate
+from vad.calibration import Calibration, events
+from vad.errors import ConfigError, DataError
+from vad.score import score
+from vad.stream import StreamScorer, iterable_source, open_inputs
+from vad.train import train
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small FFP trained on the tiny synthetic set with one held-out video, tested, then calibrated."""
+    home = tmp_path_factory.mktemp("score")
+    data = tiny_synthetic(home / "synthetic")
+    run = home / "run"
+    overrides = [*data, *TINY_FFP, "model.loss.flow=0", "trainer.max_steps=60", "dataset.val_videos=1",
+                 "dataset.batch_size=4"]  # fmt: skip
+    train(hydra_job("train", overrides, run, home))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["vad_calibration"]["frames"] == 32  # the held-out video, after training
+    return {"home": home, "run": run, "ckpt": ckpt, "root": home / "synthetic"}
+
+
+def score_job(trained: dict, name: str, *overrides: str) -> Path:
+    out = trained["home"] / name
+    score(hydra_job("score", [f"ckpt_path={trained['ckpt']}", *overrides], out, trained["home"]))
+    return out
+
+
+def test_score_gives_evaluates_raw_signals_exactly_and_alerts_in_the_anomalies(trained: dict) -> None:
+    video = trained["root"] / "testing" / "frames" / "01"
+    out = score_job(trained, "video01", f"input={video}", "overlay=true", "threshold.fpr=0.01")
+    rows = read_csv(out / "scores.csv")
+    tested = [r for r in read_csv(trained["run"] / "scores.csv") if r["video"] == "01"]
+    assert [int(r["frame"]) for r in rows] == [int(r["frame"]) for r in tested]
+    for signal in ("psnr", "patch_max"):
+        assert [float(r[signal]) for r in rows] == [float(r[signal]) for r in tested], signal
+    # alerts: the frames whose calibrated score exceeds the threshold of a 1% false-alarm rate on the calibration
+    # frames (the held-out normal video); that threshold lets at most 1% of those frames through
+    model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], trained["home"] / "m", trained["home"]))
+    calibration = model.calibration
+    threshold = calibration.threshold(0.01)
+    assert calibration.false_alarm_rate(threshold) <= 0.01
+    raw = {k: np.array([float(r[k]) for r in rows]) for k in model.signals}
+    np.testing.assert_allclose([float(r["score"]) for r in rows], calibration.score(raw), rtol=1e-12)
+    assert [r["alert"] == "1" for r in rows] == list(calibration.score(raw) > threshold)
+    summary = json.loads((out / "score_summary.json").read_text())
+    assert summary["threshold"] == threshold
+    # events.json: the maximal runs of alerted frames of scores.csv
+    record = json.loads((out / "events.json").read_text())
+    frames = np.array([int(r["frame"]) for r in rows])
+    scores = np.array([float(r["score"]) for r in rows])
+    alerts = np.array([r["alert"] == "1" for r in rows])
+    times = np.array([float(r["time"]) for r in rows])
+    assert record["events"] == events(times, frames, scores, alerts)
+    for event in record["events"]:
+        inside_event = (frames >= event["start_frame"]) & (frames <= event["end_frame"])
+        assert alerts[inside_event].all()
+        assert event["peak_score"] == scores[inside_event].max()
+    # the overlay: one frame per input frame, readable by OpenCV
+    cap = cv2.VideoCapture(str(out / "overlay.avi"))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == len(list(video.glob("*.png"))) + len(list(video.glob("*.jpg")))
+    assert (out / "score.png").is_file()
+
+
+def test_a_folder_of_videos_scores_each_and_a_video_file_matches_its_frames(trained: dict) -> None:
+    folder = trained["home"] / "videos"
+    folder.mkdir()
+    sources = sorted((trained["root"] / "testing" / "frames").iterdir())
+    for source in sources:
+        frames = [cv2.imread(str(p)) for p in sorted(source.glob("*.*"))]
+        writer = cv2.VideoWriter(str(folder / f"{source.name}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                                 frames[0].shape[1::-1])  # fmt: skip
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+    out = score_job(trained, "folder", f"input={folder}")
+    for source in sources:
+        rows = read_csv(out / source.name / "scores.csv")
+        assert len(rows) == len(list(source.glob("*.*"))) - 4  # clip length 5
+        assert float(rows[1]["time"]) == pytest.approx(float(rows[0]["time"]) + 0.1)  # the file's 10 frames/s
+    summary = json.loads((out / "score_summary.json").read_text())
+    assert sorted(summary["inputs"]) == [s.name for s in sources]
+
+
+def test_a_live_source_is_scored_as_it_comes_and_a_stream_that_stops_keeps_its_rows(
+    trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], tmp_path / "x", tmp_path))
+    frames = [cv2.imread(str(p)) for p in sorted((trained["root"] / "testing" / "frames" / "02").glob("*.*"))]
+    scorer = StreamScorer(model, clip_len=5, size=(32, 32), channels=1, batch_size=8, threshold=1.0)
+
+    def camera() -> object:
+        for i, frame in enumerate(frames):
+            if i == 20:
+                raise OSError("camera unplugged")
+            yield frame
+
+    with pytest.raises(OSError, match="camera unplugged"):
+        scorer.run(iterable_source("cam", camera(), fps=30.0, live=True), tmp_path / "live")
+    rows = read_csv(tmp_path / "live" / "scores.csv")
+    assert [int(r["frame"]) for r in rows] == list(range(4, 20))  # every frame read before the failure, scored
+    record = json.loads((tmp_path / "live" / "events.json").read_text())
+    assert record["stopped"] == "failed: camera unplugged"
+    # a file scored whole gives the same signals for those frames (live batches are smaller, values agree closely)
+    whole = StreamScorer(model, clip_len=5, size=(32, 32), channels=1, batch_size=32, threshold=1.0)
+    whole.run(iterable_source("file", iter(frames), fps=30.0, live=False), tmp_path / "file")
+    again = read_csv(tmp_path / "file" / "scores.csv")[: len(rows)]
+    np.testing.assert_allclose([float(r["psnr"]) for r in rows], [float(r["psnr"]) for r in again], rtol=1e-5)
+
+
+def test_bad_inputs_get_one_clear_line(trained: dict, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    with pytest.raises(DataError, match=re.escape(f"{broken}: ")):
+        open_inputs(str(broken))
+    with pytest.raises(DataError, match="camera 97: OpenCV cannot open it"):
+        open_inputs("97")
+    with pytest.raises(DataError, match="no such file or folder"):
+        open_inputs(str(tmp_path / "missing"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="holds no video"):
+        open_inputs(str(empty))
+    uncalibrated = tmp_path / "uncalibrated.ckpt"
+    checkpoint = torch.load(trained["ckpt"], weights_only=False)
+    checkpoint.pop("vad_calibration")
+    torch.save(checkpoint, uncalibrated)
+    with pytest.raises(ConfigError, match=re.escape("holds no calibration; run `python -m vad.calibrate")):
+        score(hydra_job("score", [f"ckpt_path={uncalibrated}", f"input={broken}"], tmp_path / "s", tmp_path))
+    with pytest.raises(ConfigError, match="already holds a calibration"):
+        calibrate(hydra_job("calibrate", [f"ckpt_path={trained['ckpt']}"], tmp_path / "c", tmp_path))
+
+
+def test_calibration_scores_thresholds_and_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    psnr = rng.normal(30.0, 2.0, 5000)
+    distance = rng.normal(0.5, 0.1, 5000)
+    calibration = Calibration.fit({"psnr": psnr, "feature_distance": distance}, {"psnr": -1.0}, source="normal")
+    assert calibration.stats["psnr"].median == pytest.approx(30.0, abs=0.1)
+    assert calibration.stats["psnr"].scale == pytest.approx(2.0, rel=0.05)  # 1.4826 MAD = the std
+    scores = calibration.score({"psnr": np.array([30.0, 26.0, 34.0])})
+    assert scores[0] == pytest.approx(0.0, abs=0.05)
+    assert scores[1] == pytest.approx(2.0, rel=0.05)  # a low PSNR is anomalous: +2 robust stds
+    assert scores[2] == pytest.approx(-2.0, rel=0.05)
+    threshold = calibration.threshold(0.01)
+    assert calibration.false_alarm_rate(threshold) <= 0.01
+    assert calibration.false_alarm_rate(threshold) > 0.005
+    fresh = rng.normal(30.0, 2.0, 20000)
+    assert np.mean(calibration.score({"psnr": fresh}) > threshold) == pytest.approx(0.01, abs=0.004)
+    again = Calibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
+    np.testing.assert_array_equal(again.score({"psnr": psnr}), calibration.score({"psnr": psnr}))
+    with pytest.raises(ConfigError, match=re.escape("threshold.fpr must lie in (0, 1)")):
+        calibration.threshold(0.0)
+
+
+def test_events_are_maximal_alert_runs_with_their_peaks() -> None:
+    frames = np.arange(10, 20)
+    times = frames / 10.0
+    scores = np.array([0, 5, 6, 0, 0, 7, 0, 8, 9, 1], dtype=float)
+    alerts = scores > 4
+    assert [(e["start_frame"], e["end_frame"], e["peak_frame"]) for e in events(times, frames, scores, alerts)] == [
+        (11, 12, 12),
+        (15, 15, 15),
+        (17, 18, 18),
+    ]
+    merged = events(times, frames, scores, alerts, gap=1)
+    assert [(e["start_frame"], e["end_frame"], e["peak_score"]) for e in merged] == [(11, 12, 6.0), (15, 18, 9.0)]
+    assert merged[1]["start_time"] == pytest.approx(1.5)
