@@ -37,7 +37,6 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_directory()
     model, run_cfg = model_from_checkpoint(ckpt, cfg)
     model.to(cfg.get("device", "cpu"))
-    sources = open_inputs(cfg.input, fps=cfg.get("fps"))
     raw = bool(cfg.get("raw", False))
     threshold = cfg.threshold.get("value")
     if threshold is None and not raw:
@@ -47,6 +46,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
                 "score with raw=true threshold.value=<number>"
             )
         threshold = model.calibration.threshold(float(cfg.threshold.fpr))
+    sources = open_inputs(cfg.input, fps=cfg.get("fps"))
     data = run_cfg.dataset
     scorer = StreamScorer(
         model,
