@@ -71,7 +71,7 @@ def validate(checkpoint: Path, data: Path | None, cache: Path, seeds: list[int])
     results: dict[str, list[tuple]] = {}
     for seed in seeds:
         OmegaConf.update(cfg, "dataset.val_pseudo.seed", seed, force_add=True)
-        datamodule = build_datamodule(cfg)
+        datamodule = build_datamodule(cfg, model)  # a method asking for flow targets gets them
         datamodule.setup("fit")
         videos = datamodule.val_videos_info
         records = signals_on(model, datamodule)
