@@ -20,8 +20,9 @@ import torch
 
 from parity_runs import GOLDEN, PARITY_RUNS, parity_run
 
-#: run -> signal columns added after the reference files were written (FFP's patch_max, beside the unchanged psnr)
-ADDED_COLUMNS: dict[str, list[str]] = {"ffp": ["patch_max", "intensity_error", "gradient_error"]}
+#: run -> signal columns added after the reference files were written (FFP's patch_max and per-term errors, beside
+#: the unchanged psnr)
+ADDED_COLUMNS: dict[str, list[str]] = {"ffp": ["patch_max", "intensity_error", "gradient_error", "flow_error"]}
 
 
 def same_platform() -> bool:
