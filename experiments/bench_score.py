@@ -1,0 +1,153 @@
+"""vad.score's speed, side by side in one run: frames/s of the streaming scorer on a video file (decode in the reader
+thread + batched inference + writing scores.csv) vs a batch-1 loop over the same frames (decode, then one clip per
+forward pass), and the reader thread alone (decode + resize), for FFP at the CPU preset's size (64x64 grey, width 16,
+batches of 32) and at the paper's (256x256, width 64, batches of 8). Random weights: speed only.
+
+The video: ``vtest.avi`` of ../shared/data when present (real 768x576 footage), else the suite's synthetic scene
+written as an MJPG .avi. Goal on a 2-core CPU: the scorer >= 2x the batch-1 loop at the preset size, and the reader
+never the bottleneck (its frames/s far above the scorer's).
+
+    python experiments/bench_score.py                    # writes experiments/results/bench_score.md
+    python experiments/bench_score.py --frames 60 --paper-frames 12 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vad.data.clips import clips_to_tensor
+from vad.data.frames import _to_channels, resize
+from vad.methods.ffp import FFP
+from vad.stream import _END, StreamScorer, _reader, open_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results" / "bench_score.md"
+SETTINGS = {
+    "preset (64x64, width 16, batch 32)": {"size": 64, "features": 16, "batch": 32},
+    "paper (256x256, width 64, batch 8)": {"size": 256, "features": 64, "batch": 8},
+}
+
+
+def video(scratch: Path, frames: int) -> tuple[Path, str]:
+    """A video file of at least ``frames`` frames: a cut of vtest.avi, or synthetic frames."""
+    source = REPO.parent / "shared" / "data" / "vtest.avi"
+    out = scratch / "input.avi"
+    if source.is_file():
+        cap = cv2.VideoCapture(str(source))
+        images = []
+        while len(images) < frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            images.append(frame)
+        cap.release()
+        what = f"vtest.avi, first {len(images)} frames (768x576)"
+    else:
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (240, 360, 3), dtype=np.uint8) for _ in range(frames)]
+        what = f"{frames} random 360x240 frames"
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10, images[0].shape[1::-1])
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return out, what
+
+
+def reader_fps(path: Path, size: int) -> float:
+    source = open_inputs(str(path))[0]
+    frames: queue.Queue = queue.Queue(maxsize=4096)
+    start = time.perf_counter()
+    thread = threading.Thread(target=_reader, args=(source, 1, (size, size), "linear", frames, threading.Event()))
+    thread.start()
+    count = 0
+    while frames.get() is not _END:
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def scorer_fps(model: FFP, path: Path, size: int, batch: int, out: Path) -> float:
+    scorer = StreamScorer(model, clip_len=5, size=(size, size), channels=1, batch_size=batch, threshold=None,
+                          calibrated=False)  # fmt: skip
+    summary = scorer.run(open_inputs(str(path))[0], out, progress=False)
+    return summary.frames / summary.seconds
+
+
+def batch1_fps(model: FFP, path: Path, size: int) -> float:
+    start = time.perf_counter()
+    cap = cv2.VideoCapture(str(path))
+    window: list[np.ndarray] = []
+    count = 0
+    with torch.no_grad():
+        while True:
+            ok, raw = cap.read()
+            if not ok:
+                break
+            count += 1
+            window = [*window[-4:], resize(_to_channels(raw, 1, path), (size, size)).transpose(2, 0, 1)]
+            if len(window) == 5:
+                model.test_signals({"frames": clips_to_tensor([np.stack(window)])})
+    cap.release()
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=200, help="frames scored at the preset size")
+    parser.add_argument("--paper-frames", type=int, default=24, help="frames scored at the paper size")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        for label, setting in SETTINGS.items():
+            count = args.frames if setting["size"] == 64 else args.paper_frames
+            path, what = video(_mkdir(scratch, label), count)
+            model = FFP(channels=1, clip_len=5, generator={"features": setting["features"]},
+                        loss={"intensity": 1.0, "gradient": 1.0}).eval()  # fmt: skip
+            read = reader_fps(path, setting["size"])
+            streamed = scorer_fps(model, path, setting["size"], setting["batch"], _mkdir(scratch, label + "-out"))
+            single = batch1_fps(model, path, setting["size"])
+            rows.append((label, what, read, streamed, single))
+            print(
+                f"{label}: reader {read:.0f} frames/s; vad.score {streamed:.1f} frames/s; batch-1 loop {single:.1f} "
+                f"frames/s; ratio {streamed / single:.2f}x",
+                flush=True,
+            )
+    lines = [
+        "# vad.score: streaming scorer vs a batch-1 loop (FFP, random weights), side by side in one run",
+        "",
+        f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} torch threads, CPU; "
+        "`python experiments/bench_score.py`. vad.score = reader thread (decode + resize) + batched inference + "
+        "scores.csv; batch-1 loop = the same decoding in the loop, one clip per forward pass.",
+        "",
+        "| setting | input | reader alone (frames/s) | vad.score (frames/s) | batch-1 loop (frames/s) "
+        "| vad.score / batch-1 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for label, what, read, streamed, single in rows:
+        lines.append(f"| {label} | {what} | {read:.0f} | {streamed:.1f} | {single:.1f} | {streamed / single:.2f}x |")
+    if not args.no_write:
+        RESULTS.write_text("\n".join(lines) + "\n")
+        print(f"written: {RESULTS}")
+
+
+def _mkdir(scratch: Path, label: str) -> Path:
+    folder = scratch / "".join(c if c.isalnum() else "_" for c in label)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+if __name__ == "__main__":
+    main()
