@@ -18,7 +18,7 @@ from torch import nn
 
 from vad import report, tracking
 from vad.callbacks import BestValCheckpoint, NonFiniteCheckpoint
-from vad.checkpoint_io import AtomicCheckpointIO
+from vad.checkpoint_io import AtomicCheckpointIO, check_fits
 from vad.errors import ConfigError, unwrapped_constructor_errors
 from vad.methods.base import FrozenNet, VADModule
 
@@ -143,14 +143,8 @@ def model_from_checkpoint(ckpt: Path, cfg: DictConfig) -> tuple[VADModule, DictC
     run_cfg.paths = cfg.paths
     model = build_model(run_cfg)
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise ConfigError(
-            f"ckpt_path: {ckpt} does not fit {type(model).__name__} as this version of vad builds it ({first}); "
-            "it was written by an incompatible version"
-        ) from None
+    check_fits(model, checkpoint, ckpt)  # one line naming a weight that does not fit, as vad.train and vad.evaluate
+    model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
     return model.eval(), run_cfg
 

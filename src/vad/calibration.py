@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,6 @@ class Calibration:
     scores: np.ndarray
     source: str
     frames: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, signals: Mapping[str, np.ndarray], weights: Mapping[str, float], *, source: str) -> Calibration:
@@ -127,7 +126,6 @@ class Calibration:
             "scores": self.scores.tolist(),
             "source": self.source,
             "frames": self.frames,
-            "extra": dict(self.extra),
         }
 
     @classmethod
@@ -138,7 +136,6 @@ class Calibration:
             scores=np.asarray(data["scores"], dtype=np.float64),
             source=str(data["source"]),
             frames=int(data["frames"]),
-            extra=dict(data.get("extra", {})),
         )
 
 

@@ -10,8 +10,9 @@ Command-line overrides apply on top (``dataset.root=/copy/elsewhere``), and swit
 keeps the best micro AUC: that number is selected on the test labels and is reported as such.
 
 Footage without a test split (``dataset.root=`` a folder of videos or frame folders, all of it "training" to the
-dataset readers) is scored whole: every video in it is a test video (:class:`WholeFootage`). Without labels the
-report says that there is nothing to evaluate against (no AUC) and scores.csv holds every scored frame's signals.
+dataset readers) is scored whole: every video in it is a test video (``VideoDataModule(footage_as_test=True)``).
+Without labels the report says that there is nothing to evaluate against (no AUC) and scores.csv holds every scored
+frame's signals.
 A ``ckpt_path`` that is not a checkpoint of this suite, or whose weights do not fit the model, is refused in one line
 (``vad.checkpoint_io``).
 """
@@ -33,7 +34,6 @@ from vad.build import build_datamodule, build_model, build_trainer, test_and_rep
 from vad.checkpoint_io import check_fits, read_checkpoint
 from vad.cli import check_fresh, run_hydra, show
 from vad.data.datamodule import VideoDataModule
-from vad.data.index import DatasetIndex, Video
 from vad.errors import ConfigError, DataError
 from vad.methods.base import CONFIG_KEY
 from vad.train import run_directory
@@ -74,36 +74,13 @@ def saved_config(ckpt: Path) -> dict[str, Any]:
     return read_checkpoint(ckpt)[CONFIG_KEY]
 
 
-class WholeFootage(VideoDataModule):
-    """The dataset module of ``vad.evaluate``: a dataset without a test split (a folder of videos or frame folders,
-    which the readers index as training footage) is tested whole, every video of it unlabelled; a dataset with a
-    test split is tested as usual. ``footage`` says which videos were tested in the first case (None otherwise)."""
-
-    footage: str | None = None
-
-    def _open(self) -> DatasetIndex:
-        index = super()._open()
-        if index.test or not index.train:
-            return index
-        self.footage = f"every video of {index.root} ({len(index.train)}; no test split, so no labels)"
-        self.val_videos = 0  # nothing is trained or validated here: no video is held out of the test
-        test = [Video(name=v.name, source=v.source) for v in index.train]
-        return DatasetIndex(index.name, index.root, train=[], test=test, label_source=None, layout=index.layout)
-
-    def describe_footage(self) -> str | None:
-        """``footage``, known before the test: indexes the dataset (lists its files, decodes nothing). A root that
-        does not exist yet (a synthetic set generated on first use) has a test split."""
-        if self.footage is None and self.root.exists():
-            self._open()
-        return self.footage
-
-
 def test_data_config(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with its dataset read by :class:`WholeFootage` (when it is the suite's VideoDataModule)."""
+    """``cfg`` with its dataset tested whole when it has no test split (``footage_as_test``, when it is the suite's
+    VideoDataModule)."""
     if cfg.dataset.get("_target_") != f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}":
         return cfg
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    out.dataset._target_ = f"{WholeFootage.__module__}.{WholeFootage.__qualname__}"  # __main__ under python -m
+    out.dataset.footage_as_test = True
     return out
 
 
@@ -145,7 +122,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(test_data_config(eff), model)
     trainer = build_trainer(cfg, run_dir, with_callbacks=False)
     meta = report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "evaluate"}
-    footage = datamodule.describe_footage() if isinstance(datamodule, WholeFootage) else None
+    footage = datamodule.describe_footage() if isinstance(datamodule, VideoDataModule) else None
     if footage is not None:
         if select == "best_on_test":
             raise ConfigError(f"select=best_on_test picks a checkpoint by test AUC, but the test videos are {footage}")

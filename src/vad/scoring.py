@@ -635,6 +635,28 @@ def _spatial(error_map: torch.Tensor, what: str) -> torch.Tensor:
     return error_map.float()
 
 
+#: the keys of a method's ``model.patch`` and their types: window and stride in pixels, lam (lambda_S) a weight
+PATCH_KEYS: Mapping[str, type] = {"window": int, "stride": int, "lam": float}
+
+
+def check_patch(patch: Mapping[str, object] | None, defaults: Mapping[str, object]) -> dict[str, object]:
+    """A method's ``model.patch`` (the max-patch settings it takes: the keys of ``defaults``) with the defaults filled
+    in; ConfigError for an unknown key, a window / stride that is not a positive integer or a non-numeric lam."""
+    given = dict(patch or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"model.patch has unknown key(s) {unknown}; valid: {list(defaults)}")
+    parsed = dict(defaults) | given
+    for key, value in parsed.items():
+        if PATCH_KEYS[key] is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"model.patch.{key} must be a positive integer (pixels), got {value!r}")
+        if PATCH_KEYS[key] is float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"model.patch.{key} must be a finite number, got {value!r}")
+            parsed[key] = float(value)
+    return parsed
+
+
 def window_means(error_map: torch.Tensor, window: int = 16, stride: int = 4) -> torch.Tensor:
     """The mean of each ``window`` x ``window`` patch of a per-pixel map, patches every ``stride`` pixels.
 

@@ -65,7 +65,7 @@ class Source:
     origin: str
 
 
-def _capture_frames(cap: cv2.VideoCapture, origin: str) -> Iterator[np.ndarray]:
+def _capture_frames(cap: cv2.VideoCapture) -> Iterator[np.ndarray]:
     try:
         while True:
             ok, frame = cap.read()
@@ -86,7 +86,7 @@ def _video_file(path: Path) -> Source:
         cap = cv2.VideoCapture(str(path))
         if not cap.isOpened():
             raise DataError(f"{path}: OpenCV cannot open this video (corrupt or unsupported codec); re-encode it")
-        return _capture_frames(cap, str(path))
+        return _capture_frames(cap)
 
     return Source(path.stem, frames, float(fps), total, live=False, origin=str(path))
 
@@ -114,7 +114,7 @@ def _live(target: int | str) -> Source:
     opened = [cap]
 
     def frames() -> Iterator[np.ndarray]:
-        return _capture_frames(opened.pop() if opened else cv2.VideoCapture(target), str(target))
+        return _capture_frames(opened.pop() if opened else cv2.VideoCapture(target))
 
     name = f"camera{target}" if isinstance(target, int) else "stream"
     return Source(name, frames, float(fps), None, live=True, origin=str(target))

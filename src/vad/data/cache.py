@@ -112,7 +112,7 @@ class FrameCache:
             for video, target in todo:
                 bar.set_postfix_str(video.name, refresh=False)
                 self._write(video, target, bar)
-                _remove_stale(target, video.name)
+                remove_stale(target, video.name)
         return [video.name for video, _ in todo]
 
     def load(self, video: Video, dataset_name: str) -> np.ndarray:
@@ -172,8 +172,9 @@ def open_frames(path: Path, video_name: str = "") -> np.ndarray:
         ) from None
 
 
-def _remove_stale(target: Path, video_name: str) -> None:
-    """Delete the other entries of the same video in the same format folder (their source has changed)."""
+def remove_stale(target: Path, video_name: str) -> None:
+    """Delete the other ``<video>-<key12>.npy`` entries of the same video in ``target``'s folder (their source, or
+    whatever else the key covers, has changed); the frame cache and the flow cache (:mod:`vad.data.flows`) use it."""
     pattern = re.compile(re.escape(video_name) + r"-[0-9a-f]{12}\.npy")
     for other in target.parent.iterdir():
         if other != target and pattern.fullmatch(other.name):

@@ -173,6 +173,7 @@ class VideoDataModule(L.LightningDataModule):
         seed: int = 0,
         cache_dir: str | Path | None = None,
         generator: Mapping[str, Any] | None = None,
+        footage_as_test: bool = False,
     ) -> None:
         super().__init__()
         # Lightning merges these with the method's hparams for the loggers; the synthetic generator's settings would
@@ -206,6 +207,10 @@ class VideoDataModule(L.LightningDataModule):
         self.cache = FrameCache(
             DEFAULT_CACHE_DIR if cache_dir is None else cache_dir, self.image_size, self.channels, self.interpolation
         )
+        #: a dataset without a test split (a folder of videos or frame folders, which the readers index as training
+        #: footage) is tested whole, every video unlabelled (``vad.evaluate`` sets it); :attr:`footage` then says so
+        self.footage_as_test = bool(footage_as_test)
+        self.footage: str | None = None
         #: the flow-target cache when the method asks for flows (:meth:`request`)
         self.flow_cache: FlowCache | None = None
         self.index: DatasetIndex | None = None
@@ -361,7 +366,21 @@ class VideoDataModule(L.LightningDataModule):
     # -- internals ---------------------------------------------------------------------------------------------------
 
     def _open(self) -> DatasetIndex:
-        return open_dataset(self.name, self.root, layout=self.layout, labels=self.labels)
+        index = open_dataset(self.name, self.root, layout=self.layout, labels=self.labels)
+        if not self.footage_as_test or index.test or not index.train:
+            return index
+        self.footage = f"every video of {index.root} ({len(index.train)}; no test split, so no labels)"
+        self.val_videos = 0  # nothing is trained or validated here: no video is held out of the test
+        test = [Video(name=v.name, source=v.source) for v in index.train]
+        return DatasetIndex(index.name, index.root, train=[], test=test, label_source=None, layout=index.layout)
+
+    def describe_footage(self) -> str | None:
+        """With ``footage_as_test``: which videos are tested when the dataset has no test split (None otherwise),
+        known before the test (indexes the dataset, decodes nothing). A root that does not exist yet (a synthetic
+        set generated on first use) has a test split."""
+        if self.footage_as_test and self.footage is None and self.root.exists():
+            self._open()
+        return self.footage
 
     def _split(self, videos: list[Video]) -> tuple[list[Video], list[Video]]:
         """(train, val): the val videos are drawn by ``seed``; both keep the dataset's video order."""

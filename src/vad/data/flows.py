@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vad.data.cache import FrameCache, open_frames
+from vad.data.cache import FrameCache, open_frames, remove_stale
 from vad.data.clips import clips_to_tensor
 from vad.data.index import Video
 from vad.errors import DataError
@@ -84,7 +84,7 @@ class FlowCache:
         step: frame distance of the pairs (the clips' ``frame_stride``).
         workers: threads computing videos in parallel (OpenCV releases the GIL); default: the CPU count.
 
-    Pickles without its estimator's state only if the estimator pickles cheaply (DIS holds no state).
+    Holds no open file; it pickles with its estimator (DIS holds no state).
     """
 
     def __init__(self, frames: FrameCache, estimator: FlowEstimator, step: int = 1, workers: int | None = None) -> None:
@@ -159,7 +159,7 @@ class FlowCache:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        _remove_stale(target, video.name)
+        remove_stale(target, video.name)
 
 
 def open_flows(path: Path, video_name: str = "") -> np.ndarray:
@@ -173,11 +173,3 @@ def open_flows(path: Path, video_name: str = "") -> np.ndarray:
         ) from None
     except ValueError as error:
         raise DataError(f"{path}: unreadable flow-target cache entry ({error}); delete it to rebuild") from None
-
-
-def _remove_stale(target: Path, video_name: str) -> None:
-    """Delete the other entries of the same video in the same estimator folder (their frames or estimator changed)."""
-    pattern = re.compile(re.escape(video_name) + r"-[0-9a-f]{12}\.npy")
-    for other in target.parent.iterdir():
-        if other != target and pattern.fullmatch(other.name):
-            other.unlink(missing_ok=True)

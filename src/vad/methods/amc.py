@@ -45,18 +45,6 @@ PATCH_SIGNALS = ("psnr", "flow_error", "patch_flow_error", "patch_intensity_erro
 PATCH_DEFAULTS: Mapping[str, float] = {"window": 16, "stride": 4, "lam": 0.2}
 
 
-def check_patch(patch: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``model.patch`` (window, stride, lam) with the defaults filled in; unknown keys refused."""
-    given = dict(patch or {})
-    unknown = sorted(set(given) - set(PATCH_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"model.patch has unknown key(s) {unknown}; valid: {list(PATCH_DEFAULTS)}")
-    out = dict(PATCH_DEFAULTS) | given
-    if int(out["window"]) < 1 or int(out["stride"]) < 1:
-        raise ConfigError(f"model.patch.window and .stride must be >= 1, got {out['window']} and {out['stride']}")
-    return {"window": int(out["window"]), "stride": int(out["stride"]), "lam": float(out["lam"])}
-
-
 def require_flows(module: VADModule, clip: Clip) -> torch.Tensor:
     """The clip's flow targets (N, clip_len - 1, 2, H, W); a clear error when the batch carries none."""
     if clip.flows is None:
@@ -165,7 +153,7 @@ class AMC(FramePredictor):
         )
         if self.frozen_net("flow_targets") is None:
             raise ConfigError(f"AMC needs flow targets: choose {FLOW_TARGETS.choices}")
-        self.patch = check_patch(patch)
+        self.patch = scoring.check_patch(patch, PATCH_DEFAULTS)
         self.save_hyperparameters(ignore=["frozen"])
 
     def clip_requests(self) -> dict[str, Any]:
@@ -220,20 +208,13 @@ class AMC(FramePredictor):
         return torch.cat([prediction.frame, prediction.extras["flow"]], dim=1)
 
     # ------------------------------------------------------------------ signals
-    def _signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The max-patch signals, the whole frame's flow error and the reconstruction's PSNR."""
         clip = self.clip_of(batch)
         prediction = self.forward_clip(clip)
         return patch_signals(
             self, prediction.frame, clip.last, prediction.extras["flow"], self.motion_target(clip), self.patch
         )
-
-    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The max-patch signals, the whole frame's flow error and the reconstruction's PSNR."""
-        return self._signals(batch)
-
-    def training_quantities(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        signals = self._signals(batch)
-        return {name: signals[name] for name in self.training_mean_names}
 
     def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:
         """The frame, its reconstruction and error, the target flow, the predicted flow and the flow error."""

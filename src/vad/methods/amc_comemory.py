@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels
+from vad import losses, panels, scoring
 from vad.errors import ConfigError
-from vad.methods.amc import FLOW_TARGETS, PATCH_SIGNALS, check_patch, patch_signals, require_flows
+from vad.methods.amc import FLOW_TARGETS, PATCH_DEFAULTS, PATCH_SIGNALS, patch_signals, require_flows
 from vad.methods.base import Clip, FrozenNet, VADModule
 from vad.nets.amc import CoMemoryNet, CoMemoryOutput
 
@@ -97,7 +97,7 @@ class AMCCoMemory(VADModule):
         self.optim = {"lr": 2e-4, "betas": (0.9, 0.999), "anneal": "step"} | dict(optim or {})
         if self.optim["anneal"] not in ("step", "none"):
             raise ConfigError(f"model.optim.anneal={self.optim['anneal']!r} is not one of ['step', 'none']")
-        self.patch = check_patch(patch)
+        self.patch = scoring.check_patch(patch, PATCH_DEFAULTS)
         self.save_hyperparameters(ignore=["frozen"])
         self.net = CoMemoryNet(channels, clip_len - 1, **dict(net or {}))
 
@@ -183,18 +183,11 @@ class AMCCoMemory(VADModule):
                 self.net.motion_memory.update_(out.motion_read)
 
     # ------------------------------------------------------------------ signals
-    def _signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The max-patch signals, the whole frame's flow error and the prediction's PSNR (memories read only)."""
         clip = self.clip_of(batch)
         out = self(clip)
         return patch_signals(self, out.frame, clip.target, out.flow, self.flow_target(clip), self.patch)
-
-    def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The max-patch signals, the whole frame's flow error and the prediction's PSNR (memories read only)."""
-        return self._signals(batch)
-
-    def training_quantities(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        signals = self._signals(batch)
-        return {name: signals[name] for name in self.training_mean_names}
 
     def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:
         """Last input, prediction, target, error map, the target and predicted flows and the flow error."""

@@ -379,8 +379,10 @@ class VADModule(L.LightningModule):
 
     # ------------------------------------------------------------------ means over the training frames
     def training_quantities(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Per-frame values (N,) of each of ``training_mean_names`` on a batch of normal training clips."""
-        raise NotImplementedError(f"{type(self).__name__} declares training_mean_names but no training_quantities")
+        """Per-frame values (N,) of each of ``training_mean_names`` on a batch of normal training clips; by default
+        those of the method's :meth:`frame_signals` (whose values before the means exist must not matter for them)."""
+        signals = self.frame_signals(batch)
+        return {name: signals[name] for name in self.training_mean_names}
 
     @property
     def training_means_ready(self) -> bool:
@@ -398,7 +400,8 @@ class VADModule(L.LightningModule):
         """Means of :meth:`training_quantities` over every clip of ``loader`` (the normal training clips, in order),
         with the current weights in eval mode, stored in the ``training_means`` buffer (so in checkpoints).
 
-        ``vad.train`` calls it once after training and writes the values into the last checkpoint; a test whose
+        ``vad.train`` calls it once after training and writes the values into the last checkpoint
+        (``finalise_checkpoint``); a test whose
         checkpoint lacks them (a ``best_val`` checkpoint, saved before the end) computes them at its start."""
         was_training = self.training
         self.eval()

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from vad import losses, panels, scoring
-from vad.errors import ConfigError
 from vad.flow import FlowEstimator
 from vad.methods.base import Clip, FramePredictor, FrozenNet, Prediction
 from vad.nets import UNet
@@ -41,20 +40,6 @@ FLOW_FOR_LOSS = FrozenNet(
 
 #: the windows of the ``patch_max`` signal when ``model.patch`` does not set them
 DEFAULT_PATCH: Mapping[str, int] = {"window": 16, "stride": 4}
-
-
-def check_patch(patch: Mapping[str, Any] | None) -> dict[str, int]:
-    """``model.patch`` with its defaults filled in (:data:`DEFAULT_PATCH`); ConfigError for an unknown key or a
-    window / stride that is not a positive integer."""
-    given = dict(patch or {})
-    unknown = sorted(set(given) - set(DEFAULT_PATCH))
-    if unknown:
-        raise ConfigError(f"model.patch has unknown key(s) {unknown}; valid: {list(DEFAULT_PATCH)}")
-    parsed = dict(DEFAULT_PATCH) | given
-    for key, value in parsed.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"model.patch.{key} must be a positive integer (pixels), got {value!r}")
-    return parsed
 
 
 class FFP(FramePredictor):
@@ -98,7 +83,7 @@ class FFP(FramePredictor):
         channels_last: bool = True,
         patch: Mapping[str, int] | None = None,
     ) -> None:
-        patch_config = check_patch(patch)
+        patch_config = scoring.check_patch(patch, DEFAULT_PATCH)
         # the flow term's per-frame error is a signal only when there is a flow estimator to compute it
         has_flow = (frozen or {}).get("flow") is not None
         self.signals = type(self).signals + (("flow_error",) if has_flow else ())
