@@ -14,7 +14,7 @@ from torch import nn
 from vad import config_dir
 from vad.errors import ConfigError
 from vad.flow import DISFlow, FlowEstimator, FlowNet2SD, LucasKanade, build_flow, flow_names, warp
-from vad.flow.base import to_grey
+from vad.flow.base import resize_flow, to_grey
 
 # The FlowNet2-SD layout of methods.md, written out independently of the module: name -> weight shape (bias = out).
 FLOWNET2SD_WEIGHTS = {
@@ -335,3 +335,72 @@ def test_flownet2sd_grey_brightness_and_gradients(flownet: FlowNet2SD):
         # Grey is replicated to RGB, and the per-channel mean over both frames removes a common brightness offset.
         torch.testing.assert_close(flownet(a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)), flow.detach())
         torch.testing.assert_close(flownet(a + 0.1, b + 0.1), flow.detach(), atol=1e-3, rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------- estimating at input_size
+
+
+def test_resize_flow_rescales_each_axis_by_its_own_ratio():
+    flow = torch.stack((torch.full((40, 80), 3.0), torch.full((40, 80), -2.0)))[None]
+    small = resize_flow(flow, (20, 20))  # x: 80 -> 20 columns (/4), y: 40 -> 20 rows (/2)
+    assert small.shape == (1, 2, 20, 20)
+    assert torch.allclose(small[0, 0], torch.full((20, 20), 0.75))
+    assert torch.allclose(small[0, 1], torch.full((20, 20), -1.0))
+    big = resize_flow(flow, (80, 240))
+    assert torch.allclose(big[0, 0], torch.full((80, 240), 9.0))
+    assert torch.allclose(big[0, 1], torch.full((80, 240), -4.0))
+    assert resize_flow(flow, (40, 80)) is flow
+    # shrinking averages: a 2x2 block of (1, 3) becomes one pixel of (mean * 1/2)
+    block = torch.tensor([[1.0, 3.0], [1.0, 3.0]]).expand(1, 2, 2, 2)
+    assert torch.allclose(resize_flow(block, (1, 1)), torch.tensor([1.0, 1.0]).view(1, 2, 1, 1))
+
+
+class _Probe(FlowEstimator):
+    """Returns the constant flow (3, -2) px at whatever size it is called with, and records that size."""
+
+    def __init__(self, input_size=None) -> None:
+        super().__init__(input_size)
+        self.seen: list[tuple[int, int]] = []
+        self.freeze()
+
+    def compute(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        self.seen.append(tuple(a.shape[-2:]))
+        return torch.stack((torch.full_like(a[:, 0], 3.0), torch.full_like(a[:, 0], -2.0)), dim=1) + 0 * (a + b)
+
+
+def test_input_size_resizes_the_frames_and_scales_the_flow_back():
+    probe = _Probe(input_size=(40, 80))
+    a = torch.rand(2, 1, 20, 20, requires_grad=True)
+    flow = probe(a, torch.rand(2, 1, 20, 20))
+    assert probe.seen == [(40, 80)]
+    assert flow.shape == (2, 2, 20, 20)
+    assert torch.allclose(flow[:, 0], torch.full((2, 20, 20), 0.75))  # 3 px of 80 columns at 20 columns
+    assert torch.allclose(flow[:, 1], torch.full((2, 20, 20), -1.0))  # -2 px of 40 rows at 20 rows
+    flow.sum().backward()  # the resizing is differentiable
+    assert a.grad is not None
+    probe.seen.clear()
+    probe(torch.rand(1, 1, 40, 80), torch.rand(1, 1, 40, 80))  # already at the input size: called as it is
+    assert probe.seen == [(40, 80)]
+    assert "input_size" in probe.identity()
+    assert "(40, 80)" in probe.identity()
+    assert "(40, 80)" not in _Probe().identity()
+
+
+def test_input_size_is_checked_and_configured():
+    assert DISFlow(input_size=[48, 64]).input_size == (48, 64)
+    assert LucasKanade().input_size is None
+    for bad in ([0, 64], [64], "big", [64, -1]):
+        with pytest.raises(ConfigError, match=r"flow\.input_size="):
+            DISFlow(input_size=bad)
+    # FlowNet2-SD as the official FFP code feeds it
+    assert build_flow("flownet2sd", checkpoint=None).input_size == (384, 512)
+    assert build_flow("dis").input_size is None
+
+
+def test_dis_at_twice_the_size_recovers_the_translation_in_working_pixels():
+    # A 1.2-px shift at 128x128 seen at 64x64: DIS estimates 2.4 px at 128 and hands back 1.2 px at 64.
+    a, b = translated_texture(128, 1.2, -0.6, sigma=2.0)
+    small = nn.functional.interpolate(torch.cat((a, b)), size=(64, 64), mode="area")
+    flow = DISFlow(input_size=(128, 128))(small[:1], small[1:])
+    assert flow.shape == (1, 2, 64, 64)
+    assert interior_error(flow, 0.6, -0.3) < 0.15

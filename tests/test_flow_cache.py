@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset
+from vad.data.clips import ClipDataset, clips_to_tensor
 from vad.data.datamodule import VideoDataModule
 from vad.data.flows import FlowCache, compute_flows
 from vad.data.index import FrameSource, Video
@@ -118,6 +118,23 @@ def test_another_estimator_setting_or_size_is_never_reused(tmp_path: Path, video
     np.testing.assert_array_equal(stride2.load(videos[0], "toy"), direct(frames, step=2).numpy().astype(np.float16))
 
 
+def test_flows_estimated_at_the_input_size_are_keyed_by_it_and_scaled_back(tmp_path: Path, videos: list[Video]) -> None:
+    # Working size 32x32, DIS at 64x64 on the resized working frames; the flows come back at 32x32, halved.
+    flows = FlowCache(frame_cache(tmp_path), DISFlow(input_size=(64, 64)))
+    plain = FlowCache(frame_cache(tmp_path), DISFlow())
+    assert flows.folder_name != plain.folder_name  # its own key and folder: never mixed up with DIS at 32x32
+    assert flows.build(videos, "toy", progress=False) == ["a", "b"]
+    assert plain.build(videos, "toy", progress=False) == ["a", "b"]
+    stored = flows.load(videos[0], "toy")
+    assert stored.shape == (videos[0].num_frames - 1, 2, 32, 32)
+    x = clips_to_tensor([np.asarray(frame_cache(tmp_path).load(videos[0], "toy"))])[0]  # as the cache feeds them
+    expected = DISFlow(input_size=(64, 64))(x[:-1], x[1:])  # what a pseudo-anomalous clip's flows are computed by
+    np.testing.assert_array_equal(stored, expected.numpy().astype(np.float16))
+    assert not np.array_equal(stored, plain.load(videos[0], "toy"))
+    # the square's 2 px per frame at 32 columns is still 2 px here: the units are the working size's
+    assert stored[0, 0, 12:18, 12:14].astype(np.float32).mean() == pytest.approx(2.0, abs=0.5)
+
+
 class _Failing(FlowEstimator):
     """DIS that fails on its second call, as an interrupted build would."""
 
@@ -126,7 +143,7 @@ class _Failing(FlowEstimator):
         self.calls = 0
         self.freeze()
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def compute(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         if self.calls > 1:
             raise KeyboardInterrupt

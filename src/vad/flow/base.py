@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABCMeta, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -32,6 +33,37 @@ def to_grey(x: Tensor) -> Tensor:
     return (x * weights).sum(dim=1, keepdim=True)
 
 
+def resize_flow(flow: Tensor, size: Sequence[int]) -> Tensor:
+    """A (N, 2, h, w) flow in pixels of its own size -> (N, 2, H, W) in pixels of ``size`` = (H, W).
+
+    The field is resampled (area averaging when both sides shrink, which also averages the estimator's noise away;
+    bilinear otherwise) and each component is multiplied by its axis's scale: x by W / w, y by H / h. A translation
+    of 4 px at 128 columns is 2 px at 64 columns.
+    """
+    height, width = (int(s) for s in size)
+    h, w = flow.shape[-2:]
+    if (h, w) == (height, width):
+        return flow
+    if height <= h and width <= w:
+        resized = F.interpolate(flow, size=(height, width), mode="area")
+    else:
+        resized = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
+    scale = flow.new_tensor([width / w, height / h]).view(1, 2, 1, 1)
+    return resized * scale
+
+
+def _input_size(value: Sequence[int] | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        height, width = (int(s) for s in value)
+    except (TypeError, ValueError):
+        height = width = 0
+    if height < 1 or width < 1:
+        raise ConfigError(f"flow.input_size={value!r}: must be null or two positive integers [height, width]")
+    return (height, width)
+
+
 class FlowEstimator(nn.Module, metaclass=ABCMeta):
     """A frozen optical-flow estimator: ``forward(a, b) -> (N, 2, H, W)``, in pixels.
 
@@ -39,9 +71,18 @@ class FlowEstimator(nn.Module, metaclass=ABCMeta):
     horizontal (x) and channel 1 the vertical (y) displacement of each pixel of ``a`` to its position in ``b``, so that
     ``b(x + flow(x)) ≈ a(x)``. Parameters never train and the module stays in eval mode whatever its parent does;
     ``differentiable`` says whether gradients flow back to both inputs.
+
+    ``input_size`` (H, W), when given, is the size the estimator works at, whatever the caller's frame size: the
+    frames are resized to it (bilinear, antialiased when shrinking; differentiable) and the flow is brought back to
+    the caller's size and pixel units (:func:`resize_flow`). FlowNet2-SD as the official FFP code feeds it
+    (384x512), or DIS on Ped2 at its native 240x360 for 64x64 targets. Subclasses implement :meth:`compute`.
     """
 
     differentiable: bool = True
+
+    def __init__(self, input_size: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.input_size = _input_size(input_size)
 
     def freeze(self) -> None:
         """Stop every parameter from training and switch to eval mode; subclasses call this at the end of __init__."""
@@ -77,9 +118,22 @@ class FlowEstimator(nn.Module, metaclass=ABCMeta):
                 f"{tuple(b.shape)}"
             )
 
-    @abstractmethod
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        """(N, C, H, W) pair in [-1, 1] -> (N, 2, H, W) flow from ``a`` to ``b`` in pixels."""
+        """(N, C, H, W) pair in [-1, 1] -> (N, 2, H, W) flow from ``a`` to ``b`` in pixels of (H, W)."""
+        self.check_pair(a, b)
+        size = a.shape[-2:]
+        if self.input_size is None or tuple(size) == self.input_size:
+            return self.compute(a, b)
+        shrink = self.input_size[0] < size[0] or self.input_size[1] < size[1]
+
+        def resized(x: Tensor) -> Tensor:
+            return F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=shrink)
+
+        return resize_flow(self.compute(resized(a), resized(b)), size)
+
+    @abstractmethod
+    def compute(self, a: Tensor, b: Tensor) -> Tensor:
+        """The estimation itself on a checked (N, C, h, w) pair at the working size of the estimator."""
 
 
 def no_flow() -> None:

@@ -8,6 +8,8 @@ Serves precomputed flow targets (e.g. the motion branch of AMC-style methods), n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import torch
@@ -35,12 +37,13 @@ class DISFlow(FlowEstimator):
     Args:
         preset: ``ultrafast``, ``fast`` or ``medium`` (OpenCV's speed/accuracy presets; ``medium`` is the most
             accurate, with variational refinement).
+        input_size: (H, W) to estimate at (see :class:`FlowEstimator`); None: the frames' own size.
     """
 
     differentiable = False
 
-    def __init__(self, preset: str = "medium") -> None:
-        super().__init__()
+    def __init__(self, preset: str = "medium", input_size: Sequence[int] | None = None) -> None:
+        super().__init__(input_size)
         if preset not in PRESETS:
             raise ConfigError(f"flow.preset={preset}: unknown DIS preset; choose one of {', '.join(PRESETS)}")
         self.preset = preset
@@ -50,9 +53,8 @@ class DISFlow(FlowEstimator):
         # DIS lives in OpenCV: another release may compute other flows.
         return f"{super().identity()} opencv={cv2.__version__}"
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    def compute(self, a: Tensor, b: Tensor) -> Tensor:
         """(N, 1 or 3, H, W) pair in [-1, 1] -> (N, 2, H, W) flow from ``a`` to ``b`` in pixels (detached)."""
-        self.check_pair(a, b)
         # A fresh OpenCV object per call: cheap, and keeps the module picklable (checkpoints, spawned workers).
         dis = cv2.DISOpticalFlow_create(PRESETS[self.preset])
         flows = [

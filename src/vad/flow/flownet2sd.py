@@ -13,6 +13,7 @@ The module's ``state_dict`` matches NVIDIA flownet2-pytorch's ``FlowNet2-SD.pth`
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -56,6 +57,9 @@ class FlowNet2SD(FlowEstimator):
     Args:
         checkpoint: path of ``FlowNet2-SD.pth``; None leaves the weights randomly initialised (shape checks and
             tests only, its flow means nothing).
+        input_size: (H, W) the frames are resized to before the net (see :class:`FlowEstimator`); the official FFP
+            code feeds 384x512 (conf/flow/flownet2sd.yaml); fed 256x256 directly, the net returns flows 1.5-2x
+            smaller, which lowers the effective weight of FFP's flow loss.
 
     Preprocessing: frames in [-1, 1] become RGB in [0, 255] (grey is replicated to three channels); both frames are
     replicate-padded at the bottom and right to multiples of 64, so the net sees every pixel at its native scale, and
@@ -65,8 +69,10 @@ class FlowNet2SD(FlowEstimator):
 
     differentiable = True
 
-    def __init__(self, checkpoint: str | os.PathLike[str] | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, checkpoint: str | os.PathLike[str] | None = None, input_size: Sequence[int] | None = None
+    ) -> None:
+        super().__init__(input_size)
         self.conv0 = _conv(6, 64)
         self.conv1 = _conv(64, 64, stride=2)
         self.conv1_1 = _conv(64, 128)
@@ -167,9 +173,8 @@ class FlowNet2SD(FlowEstimator):
         concat2 = torch.cat((out_conv2, self.deconv2(concat3), self.upsampled_flow3_to_2(flow3)), dim=1)
         return self.predict_flow2(self.inter_conv2(concat2))
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    def compute(self, a: Tensor, b: Tensor) -> Tensor:
         """(N, 1 or 3, H, W) pair in [-1, 1] (RGB order) -> (N, 2, H, W) flow from ``a`` to ``b`` in pixels."""
-        self.check_pair(a, b)
         height, width = a.shape[2:]
         pad_h, pad_w = -height % STRIDE, -width % STRIDE
         if pad_h or pad_w:

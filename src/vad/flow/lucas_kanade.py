@@ -12,6 +12,7 @@ is smooth, so a loss on the flow sends gradients to both frames (the FFP flow lo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -58,6 +59,7 @@ class LucasKanade(FlowEstimator):
         smooth_sigma: Gaussian pre-smoothing of the frames before the pyramid (suppresses noise and aliasing).
         regularization: Tikhonov term added to the diagonal of each 2x2 system, in (intensity units / pixel)^2 with
             images in [-1, 1]; keeps textureless regions at zero update instead of dividing by ~0.
+        input_size: (H, W) to estimate at (see :class:`FlowEstimator`); None: the frames' own size.
     """
 
     differentiable = True
@@ -69,8 +71,9 @@ class LucasKanade(FlowEstimator):
         window_sigma: float = 2.0,
         smooth_sigma: float = 1.0,
         regularization: float = 1e-4,
+        input_size: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(input_size)
         if levels < 1 or iterations < 1:
             raise ConfigError(f"flow.levels={levels}, flow.iterations={iterations}: both must be at least 1")
         if window_sigma <= 0 or smooth_sigma <= 0 or regularization <= 0:
@@ -113,9 +116,8 @@ class LucasKanade(FlowEstimator):
         # shift: 0.04 px error after one step, 0.10 px after ten; 0.03 px after either with the smoothing).
         return separable_blur(flow + torch.stack((du, dv), dim=1), self.window_taps)
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    def compute(self, a: Tensor, b: Tensor) -> Tensor:
         """(N, 1 or 3, H, W) pair in [-1, 1] -> (N, 2, H, W) flow from ``a`` to ``b`` in pixels."""
-        self.check_pair(a, b)
         # The 2x2 solves divide by products of small window sums: half precision would underflow, so mixed-precision
         # training still runs the estimator in float32.
         with torch.autocast(a.device.type, enabled=False):
