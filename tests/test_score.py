@@ -18,6 +18,8 @@ from vad.build import model_from_checkpoint
 from vad.calibrate import calibrate
 from vad.calibration import Calibration, events
 from vad.errors import ConfigError, DataError
+from vad.export import FILE_NAMES, export
+from vad.exported import ExportedDetector
 from vad.score import score
 from vad.stream import StreamScorer, iterable_source, open_inputs
 from vad.train import train
@@ -154,6 +156,65 @@ def test_bad_inputs_get_one_clear_line(trained: dict, tmp_path: Path) -> None:
         score(hydra_job("score", [f"ckpt_path={uncalibrated}", f"input={broken}"], tmp_path / "s", tmp_path))
     with pytest.raises(ConfigError, match="already holds a calibration"):
         calibrate(hydra_job("calibrate", [f"ckpt_path={trained['ckpt']}"], tmp_path / "c", tmp_path))
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_exported_model_scores_like_its_checkpoint(trained: dict, fmt: str) -> None:
+    """vad.score ckpt_path=model.pt|model.onnx (vad.export's files, routed by suffix): the checkpoint's raw signals
+    per frame, the same columns, calibration and threshold; the overlay has every frame, without a heat map."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    home = trained["home"]
+    video = trained["root"] / "testing" / "frames" / "01"
+    export(hydra_job("export", [f"ckpt_path={trained['ckpt']}", f"format={fmt}"], home / f"export_{fmt}", home))
+    model_file = home / f"export_{fmt}" / FILE_NAMES[fmt]
+    reference_out = score_job(trained, f"checkpoint_for_{fmt}", f"input={video}")
+    out = home / f"scored_{fmt}"
+    score(hydra_job("score", [f"ckpt_path={model_file}", f"input={video}", "overlay=true"], out, home))
+    reference = read_csv(reference_out / "scores.csv")
+    rows = read_csv(out / "scores.csv")
+    assert list(rows[0]) == list(reference[0])  # the same columns, in the same order
+    assert [r["frame"] for r in rows] == [r["frame"] for r in reference]
+    assert [r["time"] for r in rows] == [r["time"] for r in reference]
+    names = [c for c in reference[0] if c not in ("frame", "time", "score", "alert")]
+    assert names[:2] == ["psnr", "patch_max"]
+    for name in names:
+        got = [float(r[name]) for r in rows]
+        np.testing.assert_allclose(got, [float(r[name]) for r in reference], rtol=0, atol=1e-4, err_msg=name)
+    # the calibration travelled in the file: the same threshold, and the scores of the same signals
+    threshold = json.loads((reference_out / "score_summary.json").read_text())["threshold"]
+    assert json.loads((out / "score_summary.json").read_text())["threshold"] == threshold
+    calibration = ExportedDetector.load(model_file).calibration
+    raw = {k: np.array([float(r[k]) for r in rows]) for k in names}
+    np.testing.assert_allclose([float(r["score"]) for r in rows], calibration.score(raw), rtol=1e-12)
+    cap = cv2.VideoCapture(str(out / "overlay.avi"))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == len(list(video.glob("*.*")))
+
+
+def test_a_file_that_is_not_an_exported_model_is_one_line_naming_it(trained: dict, tmp_path: Path) -> None:
+    video = trained["root"] / "testing" / "frames" / "01"
+
+    def score_with(model_file: Path) -> None:
+        score(hydra_job("score", [f"ckpt_path={model_file}", f"input={video}"], tmp_path / model_file.stem, tmp_path))
+
+    plain = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": {}}, plain)  # a plain torch.save file, not TorchScript
+    with pytest.raises(ConfigError, match=re.escape(f"ckpt_path: {plain} is not a TorchScript model (")) as error:
+        score_with(plain)
+    assert "\n" not in str(error.value)
+    unlabelled = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(unlabelled))
+    with pytest.raises(ConfigError, match=re.escape(f"ckpt_path: {unlabelled} carries no vad.json metadata")):
+        score_with(unlabelled)
+    pytest.importorskip("onnxruntime")
+    not_onnx = tmp_path / "model.onnx"
+    not_onnx.write_text("not an ONNX model\n")
+    with pytest.raises(ConfigError, match=re.escape(f"ckpt_path: {not_onnx} is not an ONNX model (")) as error:
+        score_with(not_onnx)
+    assert "\n" not in str(error.value)
 
 
 def test_calibration_scores_thresholds_and_round_trip() -> None:

@@ -3,59 +3,89 @@
     python -m vad.score ckpt_path=<run>/checkpoints/last.ckpt input=clip.mp4 [overlay=true] [threshold.fpr=0.01]
     python -m vad.score ckpt_path=... input=0            # camera 0: frames/s and latency on the console
     vad-score ckpt_path=... input=rtsp://camera/stream
+    python -m vad.score ckpt_path=<export run>/model.onnx input=clip.mp4      # a model.pt / model.onnx of vad.export
 
 Outputs in the run folder (``hydra.run.dir``; one sub-folder per input when there are several): ``scores.csv``
 (``frame, time, <every raw signal>, score, alert``: ``frame`` the index in the input, ``score`` the calibrated
 score), ``events.json`` (anomalous intervals: start / end frame and time, peak score), ``score.png`` and, with
 ``overlay=true``, ``overlay.avi`` (frame + error heat map + scrolling score bar, one frame per input frame).
-See :mod:`vad.stream` (reading, batching) and :mod:`vad.calibration` (scores and thresholds).
+See :mod:`vad.stream` (reading, batching) and :mod:`vad.calibration` (scores and thresholds). ``ckpt_path`` is a
+training checkpoint (``.ckpt``) or a file of ``vad.export`` (``.pt`` TorchScript, ``.onnx``: :mod:`vad.exported`),
+which carries its signals, weights, calibration and preprocessing; an exported model gives the stateless signals
+(MNAD without its test-time memory update) and no heat map in the overlay.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from vad.build import model_from_checkpoint
 from vad.cli import run_hydra
 from vad.errors import ConfigError
-from vad.stream import StreamScorer, open_inputs
 from vad.train import run_directory
+
+if TYPE_CHECKING:
+    from vad.exported import ExportedDetector
+    from vad.methods.base import VADModule
+
+# torch, OpenCV and the models load inside the functions: --help and a mistyped key are answered first.
+
+
+def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDetector, dict[str, Any]]:
+    """The detector of ``ckpt`` on ``cfg.device`` (a training checkpoint, or a ``.pt`` / ``.onnx`` of vad.export, by
+    its suffix) and the StreamScorer arguments of its clips and frames (``clip_len``, ..., ``batch_size``)."""
+    from vad.build import model_from_checkpoint
+    from vad.exported import DEFAULT_BATCH_SIZE, ExportedDetector, is_exported
+
+    device = cfg.get("device", "cpu")
+    if is_exported(ckpt):
+        detector = ExportedDetector.load(ckpt, device=device)
+        return detector, {**detector.preprocessing(), "batch_size": int(cfg.batch_size or DEFAULT_BATCH_SIZE)}
+    model, run_cfg = model_from_checkpoint(ckpt, cfg)
+    model.to(device)
+    data = run_cfg.dataset
+    return model, {
+        "clip_len": int(run_cfg.model.clip_len),
+        "frame_stride": int(data.get("frame_stride", 1)),
+        "size": (int(data.image_size[0]), int(data.image_size[1])),
+        "channels": int(data.channels),
+        "interpolation": str(data.get("interpolation", "linear")),
+        "batch_size": int(cfg.batch_size or data.get("eval_batch_size") or data.batch_size),
+    }
 
 
 def score(cfg: DictConfig) -> dict[str, Any]:
+    from vad.exported import ExportedDetector
+    from vad.stream import StreamScorer, open_inputs
+
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give a trained detector's checkpoint (ckpt_path=<run>/checkpoints/last.ckpt)")
     if cfg.get("input") is None:
         raise ConfigError("input: give a video file, a frame folder, a folder of videos, a camera index or a URL")
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file")
+        raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file, or a model.pt / model.onnx of vad.export")
     run_dir = run_directory()
-    model, run_cfg = model_from_checkpoint(ckpt, cfg)
-    model.to(cfg.get("device", "cpu"))
+    model, clips = load_detector(ckpt, cfg)
     raw = bool(cfg.get("raw", False))
     threshold = cfg.threshold.get("value")
     if threshold is None and not raw:
         if model.calibration is None:
+            if isinstance(model, ExportedDetector):
+                fix = "calibrate its checkpoint (python -m vad.calibrate) and export it again"
+            else:
+                fix = f"run `python -m vad.calibrate ckpt_path={ckpt}` first"
             raise ConfigError(
-                f"ckpt_path: {ckpt} holds no calibration; run `python -m vad.calibrate ckpt_path={ckpt}` first, or "
-                "score with raw=true threshold.value=<number>"
+                f"ckpt_path: {ckpt} holds no calibration; {fix}, or score with raw=true threshold.value=<number>"
             )
         threshold = model.calibration.threshold(float(cfg.threshold.fpr))
     sources = open_inputs(cfg.input, fps=cfg.get("fps"))
-    data = run_cfg.dataset
     scorer = StreamScorer(
         model,
-        clip_len=int(run_cfg.model.clip_len),
-        frame_stride=int(data.get("frame_stride", 1)),
-        size=(int(data.image_size[0]), int(data.image_size[1])),
-        channels=int(data.channels),
-        interpolation=str(data.get("interpolation", "linear")),
-        batch_size=int(cfg.batch_size or data.get("eval_batch_size") or data.batch_size),
+        **clips,
         threshold=None if threshold is None else float(threshold),
         calibrated=not raw,
         event_gap=int(cfg.get("event_gap", 0)),

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -45,6 +45,9 @@ from vad.data.frames import _to_channels, count_video_frames, resize
 from vad.data.index import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_dirs, list_images, list_videos
 from vad.errors import DataError
 from vad.methods.base import VADModule
+
+if TYPE_CHECKING:
+    from vad.exported import ExportedDetector
 
 #: frames/s given to a frame folder (it has no clock of its own) unless ``fps`` is set
 DEFAULT_FPS = 25.0
@@ -215,7 +218,8 @@ class ScoreSummary:
 
 
 class StreamScorer:
-    """Scores sources with ``model`` (a trained :class:`VADModule` in eval mode).
+    """Scores sources with ``model``: a trained :class:`VADModule` in eval mode, or a model of ``vad.export``
+    (:class:`~vad.exported.ExportedDetector`, which offers the same signals, weights, calibration and hooks).
 
     Args:
         clip_len, frame_stride: the method's clip (from its checkpoint's config).
@@ -229,7 +233,7 @@ class StreamScorer:
 
     def __init__(
         self,
-        model: VADModule,
+        model: VADModule | ExportedDetector,
         *,
         clip_len: int,
         frame_stride: int = 1,
