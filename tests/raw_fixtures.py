@@ -104,10 +104,13 @@ TestVideoFile{end+1}.gt_frame = [5];
 UCSD_RANGES = [[(2, 3), (5, 6)], [(4, 6)], [(5, 5)]]
 
 
-def write_ucsd(parent: Path, ped: int = 2, height: int = 16, width: int = 24) -> RawFixture:
+def write_ucsd(
+    parent: Path, ped: int = 2, height: int = 16, width: int = 24, masked: tuple[int, ...] = (1, 3)
+) -> RawFixture:
     """``parent/UCSDped<ped>/``: 2 training videos (6, 5 frames), 3 test videos (7, 6, 5 frames) of grey ``.tif``
-    frames, ``Test/UCSDped<ped>.m`` with several ranges on one line, ``_gt`` bmp masks for Test001 and Test003, and
-    ``._*`` / ``.DS_Store`` junk everywhere. ``source`` is ``parent`` (the folder holding UCSDped<ped>).
+    frames, ``Test/UCSDped<ped>.m`` with several ranges on one line, ``_gt`` bmp masks for the test videos numbered in
+    ``masked`` (Test001 and Test003 by default, as Ped1's download masks only some), and ``._*`` / ``.DS_Store`` junk
+    everywhere. ``source`` is ``parent`` (the folder holding UCSDped<ped>).
     """
     base = parent / f"UCSDped{ped}"
     train: dict[str, np.ndarray] = {}
@@ -130,7 +133,7 @@ def write_ucsd(parent: Path, ped: int = 2, height: int = 16, width: int = 24) ->
         _junk(folder / "._002.tif")
         test[name] = frames
         labels[name] = labels_from_ranges(ranges, n)
-        if number != 2:
+        if number in masked:
             masks[name] = masks_from_labels(labels[name], height, width, seed=number)
             for i, mask in enumerate(masks[name]):
                 write_image(

@@ -17,6 +17,7 @@ from vad.pixel_metrics import (
     PixelROC,
     RegionTrackCriteria,
     fp_curve_area,
+    frame_criterion,
     ground_truth_regions,
     pixel_auc,
     read_masks,
@@ -24,6 +25,7 @@ from vad.pixel_metrics import (
     resize_maps,
     resize_masks,
     sweep_thresholds,
+    threshold_sweep,
     ucsd_frame_scores,
     ucsd_pixel_level,
     video_masks,
@@ -160,6 +162,32 @@ def test_pixel_auc_matches_sklearn_pooled_over_videos_and_streamed() -> None:
     assert pixel_auc(maps, masks, bins=2) != pytest.approx(expected, abs=1e-6)
 
 
+def test_pixel_rocs_of_parts_merge_into_the_whole_and_bound_their_binning_error() -> None:
+    rng = np.random.default_rng(3)
+    maps, masks = rng.random((6, 5, 7)), rng.random((6, 5, 7)) < 0.2
+    for bins, value_range in ((None, None), (50, (0.0, 1.0))):
+        whole = PixelROC(bins=bins, value_range=value_range)
+        whole.update(maps, masks)
+        first, second = PixelROC(bins=bins, value_range=value_range), PixelROC(bins=bins, value_range=value_range)
+        first.update(maps[:4], masks[:4])
+        second.update(maps[4:], masks[4:])
+        first.merge(second)
+        assert first.auc() == whole.auc()
+        assert (first.n_positive, first.n_negative) == (whole.n_positive, whole.n_negative)
+    exact = roc_auc_score(masks.ravel(), maps.ravel())
+    assert whole.bin_error_bound > 0  # 50 bins of 210 random values: anomalous and normal pixels share bins
+    assert abs(whole.auc() - exact) <= whole.bin_error_bound
+    coarse = PixelROC(bins=2, value_range=(0.0, 1.0))
+    coarse.update(maps, masks)
+    assert abs(coarse.auc() - exact) <= coarse.bin_error_bound
+    assert coarse.bin_error_bound > whole.bin_error_bound  # coarser bins, looser bound
+    unbinned = PixelROC()
+    unbinned.update(maps, masks)
+    assert unbinned.bin_error_bound == 0.0
+    with pytest.raises(ValueError, match=r"merge: the two PixelROCs differ"):
+        unbinned.merge(whole)
+
+
 def test_pixel_auc_single_class_is_nan_with_a_warning() -> None:
     maps = np.zeros((2, 3, 3))
     with pytest.warns(RuntimeWarning, match=r"0 positives and 18 negatives"):
@@ -202,6 +230,19 @@ def test_ucsd_criterion_hand_example() -> None:
     assert result.eer == pytest.approx(0.5, abs=1e-12)
     # 50 % of 5 pixels = 3 -> the 3rd largest
     np.testing.assert_array_equal(ucsd_frame_scores(maps, masks, coverage=0.5)[0], [0.7, 0.85, 0.6, 0.5])
+
+
+def test_ucsd_criterion_from_scores_computed_in_parts() -> None:
+    rng = np.random.default_rng(4)
+    maps, masks = rng.random((9, 4, 6)), rng.random((9, 4, 6)) < 0.3
+    masks[::3] = False  # some normal frames
+    parts = [ucsd_frame_scores(maps[a : a + 4], masks[a : a + 4]) for a in range(0, 9, 4)]
+    pooled = frame_criterion([s for s, _ in parts], [y for _, y in parts])
+    whole = ucsd_pixel_level(maps, masks)
+    assert pooled.auc == whole.auc
+    np.testing.assert_array_equal(pooled.scores, whole.scores)
+    with pytest.raises(ValueError, match=r"2 frame scores but 3 labels"):
+        frame_criterion([np.zeros(2)], [np.zeros(3)])
 
 
 def test_ucsd_criterion_perfect_and_inverted_maps() -> None:
@@ -347,6 +388,22 @@ def test_tracks_do_not_join_across_videos_and_streaming_matches() -> None:
     assert streamed.result().tbdc == result.tbdc
 
 
+def test_region_track_counts_of_other_videos_merge() -> None:
+    first, second = two_tracks(), square(3, 6, 6, {0: [(1, 3, 1, 3)], 1: [(2, 4, 2, 4)]})
+    maps = [first * 0.7 + 0.1, second * 0.4]
+    whole = region_track_criteria(maps, [first, second], thresholds=[0.9, 0.5, 0.3, 0.0])
+    parts = [RegionTrackCriteria([0.9, 0.5, 0.3, 0.0]) for _ in range(2)]
+    parts[0].update(maps[0], first)
+    parts[1].update(maps[1], second)
+    parts[0].merge(parts[1])
+    merged = parts[0].result()
+    assert (merged.rbdc, merged.tbdc) == (whole.rbdc, whole.tbdc)
+    assert (merged.n_frames, merged.n_regions, merged.n_tracks) == (whole.n_frames, whole.n_regions, whole.n_tracks)
+    np.testing.assert_array_equal(merged.false_positives, whole.false_positives)
+    with pytest.raises(ValueError, match=r"merge: the two RegionTrackCriteria differ"):
+        parts[0].merge(RegionTrackCriteria([0.5]))
+
+
 def test_fp_curve_area_by_hand() -> None:
     assert fp_curve_area(np.array([0.4, 0.5]), np.array([0.6, 0.8])) == pytest.approx(0.59, abs=1e-12)
     # non-monotone: the point (0.6, 0.4) is dominated by (0.2, 0.8), whose rate carries on
@@ -359,6 +416,8 @@ def test_fp_curve_area_by_hand() -> None:
 def test_sweep_and_unique_thresholds() -> None:
     maps = np.array([[[0.0, 0.5], [0.25, 1.0]]])
     np.testing.assert_allclose(sweep_thresholds(maps, 5), [1.0, 0.75, 0.5, 0.25, 0.0])
+    np.testing.assert_allclose(threshold_sweep(0.0, 1.0, 5), [1.0, 0.75, 0.5, 0.25, 0.0])
+    np.testing.assert_array_equal(threshold_sweep(0.5, 0.5, 5), [0.5])
     masks = maps >= 0.5
     result = region_track_criteria(maps, masks, thresholds="unique")
     np.testing.assert_array_equal(result.thresholds, [1.0, 0.5, 0.25, 0.0])

@@ -21,6 +21,7 @@ from vad.callbacks import BestValCheckpoint, NonFiniteCheckpoint
 from vad.checkpoint_io import AtomicCheckpointIO, check_fits
 from vad.errors import ConfigError, unwrapped_constructor_errors
 from vad.methods.base import FrozenNet, VADModule
+from vad.pixel_eval import PixelEvaluation
 
 
 def build_frozen_nets(cfg: DictConfig, declared: Mapping[str, FrozenNet]) -> dict[str, nn.Module]:
@@ -105,12 +106,20 @@ def test_and_report(
     ckpt_path: str | None,
     selection: str,
     meta: dict[str, Any],
+    pixel: PixelEvaluation | None,
 ) -> Any:
     """Test ``model`` (weights of ``ckpt_path`` when given), write the report into ``run_dir`` and publish it to the
     trainer's trackers (rank 0). ``meta`` is recorded in metrics.json with the checkpoint, the world size and the
-    tracker runs, and the test's wall time (``test_seconds``)."""
+    tracker runs, and the test's wall time (``test_seconds``). With ``pixel`` the test also measures the pixel-level
+    metrics (``vad.pixel_eval``), recorded as ``pixel`` (null when not computed, ``pixel_reason`` saying why)."""
     start = time.perf_counter()
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    model.pixel_evaluation = pixel
+    try:
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    finally:
+        model.pixel_evaluation = None
+        if pixel is not None:
+            pixel.cleanup()
     seconds = time.perf_counter() - start
     result = model.test_result
     if trainer.is_global_zero and result is not None:
@@ -122,6 +131,10 @@ def test_and_report(
             {k: meta.get(k) for k in ("checkpoint_selection", "selected_on_test_labels", "val_auc_micro")},
         )
         meta["test_seconds"] = round(seconds, 3)
+        if pixel is not None:
+            meta["pixel"] = pixel.block
+            if pixel.block is None:
+                meta["pixel_reason"] = pixel.reason
         if model.calibration is not None:
             meta["calibrated"] = calibrated_metrics(model, result)
         meta.update(tracking.describe(trainer.loggers))

@@ -9,6 +9,11 @@ Command-line overrides apply on top (``dataset.root=/copy/elsewhere``), and swit
 (``dataset=avenue``) takes that group's config instead. ``select=best_on_test`` tests every checkpoint of a run and
 keeps the best micro AUC: that number is selected on the test labels and is reported as such.
 
+When every test video has pixel masks (UCSD, Avenue, ShanghaiTech) the test also measures the pixel-level metrics of
+the method's error maps (pixel AUC, the UCSD 40 % criterion, RBDC / TBDC; ``vad.pixel_eval``): metrics.json ``pixel``
+and the printed summary. ``pixel_metrics=false`` skips them; without masks ``pixel`` is null and ``pixel_reason``
+says why.
+
 Footage without a test split (``dataset.root=`` a folder of videos or frame folders, all of it "training" to the
 dataset readers) is scored whole: every video in it is a test video (``VideoDataModule(footage_as_test=True)``).
 Without labels the report says that there is nothing to evaluate against (no AUC) and scores.csv holds every scored
@@ -24,19 +29,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from vad import report, tracking
-from vad.build import build_datamodule, build_model, build_trainer, test_and_report
-from vad.checkpoint_io import check_fits, read_checkpoint
 from vad.cli import check_fresh, run_hydra, show
-from vad.data.datamodule import VideoDataModule
 from vad.errors import ConfigError, DataError
-from vad.methods.base import CONFIG_KEY
 from vad.train import run_directory
+
+# torch, Lightning and the modules importing them load inside the functions: --help and a mistyped key are answered
+# first (see vad.train).
+#: the checkpoint key of the run config (vad.methods.base.CONFIG_KEY, which imports torch)
+CONFIG_KEY = "vad_config"
+#: the suite's datamodule, compared by name to avoid importing it (and torch) here
+VIDEO_DATAMODULE = "vad.data.datamodule.VideoDataModule"
 
 GROUPS = ("model", "dataset", "flow", "flow_targets")
 SELECTIONS = {
@@ -71,13 +77,15 @@ def checkpoint_files(ckpt_path: str, select: str) -> list[Path]:
 def saved_config(ckpt: Path) -> dict[str, Any]:
     """The {"config", "choices"} record a vad checkpoint carries (a one-line ConfigError when ``ckpt`` is not a
     checkpoint of this suite, see :func:`vad.checkpoint_io.read_checkpoint`)."""
+    from vad.checkpoint_io import read_checkpoint
+
     return read_checkpoint(ckpt)[CONFIG_KEY]
 
 
 def test_data_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` with its dataset tested whole when it has no test split (``footage_as_test``, when it is the suite's
     VideoDataModule)."""
-    if cfg.dataset.get("_target_") != f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}":
+    if cfg.dataset.get("_target_") != VIDEO_DATAMODULE:
         return cfg
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     out.dataset.footage_as_test = True
@@ -101,11 +109,20 @@ def effective_config(cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    import lightning as L
+
+    from vad import report, tracking
+    from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+    from vad.checkpoint_io import check_fits, read_checkpoint
+    from vad.data.datamodule import VideoDataModule
+    from vad.pixel_eval import PixelEvaluation
+
     select = cfg.get("select", "last")
     if select not in SELECTIONS:
         raise ConfigError(f"select={select} is not one of {sorted(SELECTIONS)}")
     run_dir = run_directory()
     check_fresh(run_dir, resuming=False)
+    pixel = PixelEvaluation.from_config(cfg, run_dir)  # the pixel_* settings, checked before anything runs
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
         files = checkpoint_files(cfg.ckpt_path, select)
@@ -146,6 +163,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             ckpt_path=str(files[0]) if files else None,
             selection=SELECTIONS[select],
             meta=meta,
+            pixel=pixel,
         )
     if result is None:  # not reached: a dataset without any video is refused by its reader
         raise DataError(f"{eff.dataset.root}: nothing was tested (no test videos)")
@@ -153,7 +171,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         name = eff.model._target_.rsplit(".", 1)[-1]
         checkpoint = f"{files[0]} ({SELECTIONS[select]})" if files else "none (untrained model)"
         title = f"{name} on {eff.dataset.name} [{select}]"
-        show(report.format_summary(result, title=title, checkpoint=checkpoint, note=footage))
+        summary = report.format_summary(result, title=title, checkpoint=checkpoint, note=footage, pixel=pixel.summary)
+        show(summary)
     return result.to_dict()
 
 

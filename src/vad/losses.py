@@ -179,6 +179,15 @@ def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse.clamp_min(PSNR_MIN_MSE))
 
 
+def squared_error_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel squared error of (N, C, H, W) images in [-1, 1] on the [0, 1] scale of :func:`psnr`, averaged over
+    the channels: ((pred - target) / 2)^2 -> (N, H, W), in at least float32. Its mean over the pixels is the MSE of
+    the PSNR; it is the error map of the frame predictors' patch scores and of ``VADModule.error_maps``."""
+    _check_same_shape(pred, target, "pred and target")
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    return ((pred.to(dtype) - target.to(dtype)) / 2).square().mean(dim=1)
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample PSNR in dB of (N, C, H, W) images in [-1, 1] -> (N,), the suite's only PSNR.
 

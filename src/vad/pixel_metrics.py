@@ -362,6 +362,39 @@ class PixelROC:
     def n_negative(self) -> int:
         return int(self._negative.sum())
 
+    def merge(self, other: PixelROC) -> None:
+        """Add the counts of ``other`` (e.g. another process's share of the frames), which must be set up alike
+        (same bins and value range, same ``anomalous_frames_only``)."""
+        same = (other.bins, other.value_range, other.anomalous_frames_only) == (
+            self.bins,
+            self.value_range,
+            self.anomalous_frames_only,
+        )
+        if not same:
+            raise ValueError("merge: the two PixelROCs differ in bins, value_range or anomalous_frames_only")
+        if self.bins is not None:
+            self._positive = self._positive + other._positive
+            self._negative = self._negative + other._negative
+            return
+        merged, inverse = np.unique(np.concatenate([self._levels, other._levels]), return_inverse=True)
+        counts_pos = np.concatenate([self._positive, other._positive])
+        counts_neg = np.concatenate([self._negative, other._negative])
+        self._positive = np.bincount(inverse, weights=counts_pos, minlength=merged.size).astype(np.int64)
+        self._negative = np.bincount(inverse, weights=counts_neg, minlength=merged.size).astype(np.int64)
+        self._levels = merged
+
+    @property
+    def bin_error_bound(self) -> float:
+        """How far the binned AUC can be from the exact one: half the share of anomalous-normal pixel pairs that
+        share a bin (each such pair counts 1/2 here, 0 or 1 exactly); 0 when exact (``bins=None``), NaN while a class
+        is missing."""
+        if self.n_positive == 0 or self.n_negative == 0:
+            return math.nan
+        if self.bins is None:
+            return 0.0
+        shared = float(np.dot(self._positive.astype(np.float64), self._negative.astype(np.float64)))
+        return 0.5 * shared / (float(self.n_positive) * float(self.n_negative))
+
     def roc(self) -> Roc:
         """The ROC so far; AUC and EER are NaN (with a RuntimeWarning) while a class is missing."""
         return _roc_from_counts(self._levels, self._positive, self._negative)
@@ -447,8 +480,16 @@ def ucsd_pixel_level(maps: ArrayOrVideos, masks: ArrayOrVideos, coverage: float 
         s, y = ucsd_frame_scores(m, g, coverage)
         scores.append(s)
         labels.append(y)
-    all_scores = np.concatenate(scores) if scores else np.empty(0)
-    all_labels = np.concatenate(labels) if labels else np.empty(0, dtype=np.uint8)
+    return frame_criterion(scores, labels)
+
+
+def frame_criterion(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> FrameCriterion:
+    """The UCSD criterion's ROC from per-frame scores and labels (:func:`ucsd_frame_scores`) computed in parts
+    (videos, chunks of frames, processes), pooled in the order given."""
+    all_scores = np.concatenate([np.asarray(s, dtype=np.float64) for s in scores]) if scores else np.empty(0)
+    all_labels = np.concatenate([np.asarray(y, dtype=np.uint8) for y in labels]) if labels else np.empty(0, np.uint8)
+    if all_scores.shape != all_labels.shape:
+        raise ValueError(f"{all_scores.size} frame scores but {all_labels.size} labels")
     levels, positive, negative = _level_counts(all_scores, all_labels.astype(bool))
     return FrameCriterion(all_scores, all_labels, _roc_from_counts(levels, positive, negative))
 
@@ -638,6 +679,19 @@ class RegionTrackCriteria:
         self._regions += regions.n_regions
         self._tracks += regions.n_tracks
 
+    def merge(self, other: RegionTrackCriteria) -> None:
+        """Add the counts of ``other`` (other whole videos, e.g. another process's), which must use the same
+        thresholds, ``beta`` and ``alpha``."""
+        same_thresholds = np.array_equal(other.thresholds, self.thresholds)
+        if not same_thresholds or (other.beta, other.alpha) != (self.beta, self.alpha):
+            raise ValueError("merge: the two RegionTrackCriteria differ in thresholds, beta or alpha")
+        self._false_positives += other._false_positives
+        self._regions_detected += other._regions_detected
+        self._tracks_detected += other._tracks_detected
+        self._frames += other._frames
+        self._regions += other._regions
+        self._tracks += other._tracks
+
     def result(self) -> DetectionCriteria:
         """The curves and their areas; RBDC / TBDC are NaN (with a RuntimeWarning) without any ground-truth region."""
         fp = self._false_positives / max(self._frames, 1)
@@ -669,7 +723,13 @@ def sweep_thresholds(maps: ArrayOrVideos, count: int = 100) -> np.ndarray:
     arrays = [np.asarray(m) for m in arrays if np.asarray(m).size]
     if not arrays:
         raise ValueError("no map values to place thresholds on")
-    lo, hi = min(float(m.min()) for m in arrays), max(float(m.max()) for m in arrays)
+    return threshold_sweep(min(float(m.min()) for m in arrays), max(float(m.max()) for m in arrays), count)
+
+
+def threshold_sweep(lo: float, hi: float, count: int = 100) -> np.ndarray:
+    """``count`` thresholds evenly spaced from ``lo`` to ``hi`` (both included), decreasing; one when lo == hi."""
+    if count < 1:
+        raise ValueError(f"count must be a positive integer, got {count}")
     return np.linspace(hi, lo, count) if hi > lo else np.array([hi])
 
 

@@ -3,6 +3,7 @@
     <run_dir>/                 (the caller's folder, e.g. Hydra's run directory)
       scores.csv               video, frame, label, score, <one column per signal, raw values>
       metrics.json             micro/macro AUC, EER, AP, raw AUC, per-video AUCs, counts, protocol + run metadata
+                               (with pixel masks, the pixel-level metrics under "pixel": see vad.pixel_eval)
       score_curves.png         per-video anomaly score, ground-truth anomalous ranges shaded
       roc.png                  the micro ROC curve
       samples.png              the method's sample panels (frames, predictions, flows, error maps), when given
@@ -323,12 +324,36 @@ def _table(title: str, lines: Sequence[tuple[str, str]]) -> str:
 NO_LABELS = "none: nothing to evaluate against, so no AUC, EER or AP; scores.csv holds every scored frame's signals"
 
 
-def format_summary(result: ProtocolResult, title: str, checkpoint: str | None = None, note: str | None = None) -> str:
+def _pixel_rows(pixel: Mapping[str, object] | str) -> list[tuple[str, str]]:
+    """The summary rows of the pixel-level metrics (``vad.pixel_eval``'s block), or one row saying why there are
+    none."""
+    if isinstance(pixel, str):
+        return [("pixel level", f"not computed: {pixel}")]
+    size = pixel.get("mask_size")
+    at = "x".join(str(v) for v in size) if size and all(isinstance(v, int) for v in size) else "their masks' sizes"
+    aucs = f"{_fmt(pixel.get('auc'))} / {_fmt(pixel.get('auc_anomalous_frames'))}"
+    detection = f"{_fmt(pixel.get('rbdc'))} / {_fmt(pixel.get('tbdc'))}"
+    return [
+        ("pixel AUC (all / anomalous frames)", aucs),
+        ("UCSD pixel-level AUC (40 %)", _fmt(pixel.get("ucsd_auc"))),
+        (f"RBDC / TBDC ({pixel.get('thresholds')} thresholds)", detection),
+        ("pixel frames", f"{pixel.get('frames')} at {at}, {pixel.get('anomalous_frames')} with an anomaly"),
+    ]
+
+
+def format_summary(
+    result: ProtocolResult,
+    title: str,
+    checkpoint: str | None = None,
+    note: str | None = None,
+    pixel: Mapping[str, object] | str | None = None,
+) -> str:
     """A compact aligned table of a run's numbers and their protocol, printed at the end of a run.
 
     ``checkpoint`` (the file and how it was selected, e.g. ``.../last.ckpt (last)``) adds a last row; ``note`` (what
     the test videos were, when that is not the dataset's test split) a row ``videos``. A result without labels has
-    no metrics: its table says so (:data:`NO_LABELS`) instead of listing them as n/a.
+    no metrics: its table says so (:data:`NO_LABELS`) instead of listing them as n/a. ``pixel``: the pixel-level
+    metrics (metrics.json's ``pixel`` block) or why they were not computed, as rows after the frame-level ones.
     """
     total = len(result.videos)
     if not result.labelled:
@@ -351,6 +376,8 @@ def format_summary(result: ProtocolResult, title: str, checkpoint: str | None = 
             ("score", _fusion(result)),
             ("labels", result.label_source or "unrecorded"),
         ]
+    if pixel is not None:
+        lines += _pixel_rows(pixel)
     if note is not None:
         lines.append(("videos", note))
     if checkpoint is not None:

@@ -31,21 +31,19 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vad import report, tracking
-from vad.build import build_datamodule, build_model, build_trainer, test_and_report
-from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
-from vad.callbacks import BestValCheckpoint
-from vad.checkpoint_io import AtomicCheckpointIO, check_fits, read_checkpoint
 from vad.cli import check_fresh, run_hydra, show
-from vad.distributed import replica_digests
 from vad.errors import ConfigError
+
+if TYPE_CHECKING:
+    import lightning as L
+
+# torch, Lightning and the suite's modules that import them are imported inside the functions that use them: the
+# command line (--help, a mistyped key) is answered before they load (about 3 s on a 2-core machine).
 
 
 def run_directory() -> Path:
@@ -84,6 +82,9 @@ def validation_record(trainer: L.Trainer, model: Any, datamodule: Any, run_dir: 
     """The checkpoint to test and what metrics.json records about validation: the plan of the injected
     pseudo-anomalies (written to ``val_pseudo.json``), the final weights' validation AUCs and, for ``best_val``,
     the selected checkpoint and its validation AUC."""
+    from vad import report
+    from vad.callbacks import BestValCheckpoint
+
     plan = getattr(datamodule, "validation_plan", None)
     last = run_dir / "checkpoints" / "last.ckpt"
     record: dict[str, Any] = {"ckpt": str(last) if last.is_file() else None, "selection": "last", "meta": {}}
@@ -127,6 +128,11 @@ def finalise_checkpoint(trainer: L.Trainer, model: Any, datamodule: Any, run_dir
     declares ``training_mean_names`` (AMC's score weights), then the calibration of the scores on held-out normal
     frames (``vad.calibration``, for streams and alerts). Nothing else in the checkpoint changes (the loop and
     optimiser states of the last step stay as saved). Returns what metrics.json records."""
+    import torch
+
+    from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
+    from vad.checkpoint_io import AtomicCheckpointIO
+
     record: dict[str, Any] = {}
     if model.training_mean_names:
         record["training_means"] = model.compute_training_means(datamodule.training_frames_dataloader())
@@ -147,6 +153,8 @@ def finalise_checkpoint(trainer: L.Trainer, model: Any, datamodule: Any, run_dir
 def read_resume_checkpoint(path: str) -> dict[str, Any]:
     """The checkpoint to resume from, checked: a checkpoint of this suite (:func:`read_checkpoint`) that holds a
     training state (optimiser states and loop counters), not only weights."""
+    from vad.checkpoint_io import read_checkpoint
+
     checkpoint = read_checkpoint(path)
     if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
         raise ConfigError(
@@ -171,10 +179,19 @@ def untested_reason(datamodule: Any, ckpt: str | None) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the last (or best-validation) checkpoint, write the report; returns the test metrics and
     ``val_auc_micro`` (the tested checkpoint's validation AUC) when there are validation videos."""
+    import lightning as L
+
+    from vad import report, tracking
+    from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+    from vad.checkpoint_io import check_fits
+    from vad.distributed import replica_digests
+    from vad.pixel_eval import PixelEvaluation, settings_from_config
+
     run_dir = run_directory()
     resume = resolve_resume(cfg.get("ckpt_path"), run_dir)
     resume_checkpoint = read_resume_checkpoint(resume) if resume is not None else None
     choice = check_selection(cfg)
+    pixel = PixelEvaluation(settings_from_config(cfg), run_dir)  # checked before anything is trained
     check_fresh(run_dir, resuming=resume is not None)
     L.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg)
@@ -220,14 +237,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             | finalised
         )
         selection = chosen["selection"]
-        result = test_and_report(trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection=selection, meta=meta)
+        result = test_and_report(
+            trainer, model, datamodule, run_dir, ckpt_path=ckpt, selection=selection, meta=meta, pixel=pixel
+        )
     if result is None:
         return val
     if trainer.is_global_zero:
         shown = f"{ckpt or 'in-memory weights'} ({selection})"
         if "val_auc_micro" in val and val["val_auc_micro"] is not None:
             shown += f"; validation micro AUC {val['val_auc_micro']:.4f}"
-        show(report.format_summary(result, title=title, checkpoint=shown))
+        show(report.format_summary(result, title=title, checkpoint=shown, pixel=pixel.summary))
     return result.to_dict() | val
 
 

@@ -39,7 +39,7 @@ from vad.data.cache import FrameCache
 from vad.data.clips import ClipDataset, TestClipDataset, collate_clips
 from vad.data.flows import FlowCache
 from vad.data.frames import INTERPOLATIONS
-from vad.data.index import DatasetIndex, Video
+from vad.data.index import DatasetIndex, MaskSource, Video
 from vad.data.layout import open_dataset
 from vad.errors import ConfigError, DataError
 from vad.pseudo.plugins import PseudoClips
@@ -338,6 +338,12 @@ class VideoDataModule(L.LightningDataModule):
             VideoInfo(v.name, n, v.labels, v.name in skipped)
             for v, n in zip(dataset.videos, dataset.num_frames, strict=True)
         ]
+
+    @property
+    def test_masks(self) -> list[MaskSource | None]:
+        """The pixel masks of every test video (in the order of :attr:`test_videos`), None for a video without;
+        read with :func:`vad.pixel_metrics.read_masks`."""
+        return [v.masks for v in self._ready(self.test_dataset, "test").videos]
 
     @property
     def val_videos_info(self) -> list[VideoInfo]:

@@ -68,8 +68,7 @@ def patch_signals(
     weights of the score are the inverse training means of the module (1 before they are computed)."""
     frame, frame_target = frame.float(), frame_target.float()
     flow_map = (flow.float() - flow_target.float()).square().mean(dim=1)
-    # on [0, 1] images, as the PSNR
-    intensity_map = ((frame - frame_target) / 2).square().mean(dim=1)
+    intensity_map = losses.squared_error_map(frame, frame_target)  # on [0, 1] images, as the PSNR
     chosen = scoring.max_patch(flow_map, intensity_map, window=patch["window"], stride=patch["stride"])
     score = scoring.patch_score(
         chosen.select,

@@ -14,14 +14,17 @@ and implements
 
 - ``training_step`` (a FramePredictor implements ``forward_clip`` and ``generator_terms`` instead);
 - ``predict(batch) -> (N, C, H, W)``: its output for the target frames; the default signal is the PSNR of it
-  (``frame_signals``), and the default sample panels show it (``sample_panels``, see ``vad.panels``);
+  (``frame_signals``), the default sample panels show it (``sample_panels``, see ``vad.panels``) and the default
+  per-pixel error map is its squared error against ``output_target`` (``error_maps``, for the pixel-level metrics of
+  ``vad.pixel_eval``);
 - when its state evolves during the test (MNAD's memory), ``on_test_video_start(video_id)`` and
   ``test_signals(batch)``: the test loop hands over each batch one video at a time, in frame order.
 
 Everything else lives here once: the per-iteration learning-rate schedule, loss logging, validation on held-out
 normal videos with injected pseudo-anomalies (``val/auc_micro``, ``val/auc_macro`` under the test's protocol), the
 training pseudo-anomaly objectives (:meth:`VADModule.training_clip`, :meth:`VADModule.split_pseudo`), the test
-loop that collects every test frame's signals exactly once (also under DDP), and the
+loop that collects every test frame's signals exactly once (also under DDP) and, when the test videos have pixel
+masks, their error maps for the pixel-level metrics (``vad.pixel_eval``), and the
 scoring protocol (``vad.scoring``) that turns them into metrics. No method needs ``if method == ...`` branches here.
 """
 
@@ -33,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -46,6 +49,9 @@ from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
 from vad.calibration import Calibration
 from vad.errors import ConfigError, VadError
 from vad.nets.patch_discriminator import PatchDiscriminator
+
+if TYPE_CHECKING:
+    from vad.pixel_eval import PixelEvaluation
 
 #: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
 CONFIG_KEY = "vad_config"
@@ -209,6 +215,11 @@ class VADModule(L.LightningModule):
     task: str = "prediction"
     #: False for methods without trainable weights (e.g. the copy-last baseline): they are evaluated, not trained
     trainable: bool = True
+    #: what :meth:`error_maps` measures, recorded with the pixel-level metrics
+    error_map_description: ClassVar[str] = (
+        "squared error of the output against its target frame per pixel, on the [0, 1] scale of the PSNR, mean over "
+        "the channels"
+    )
     #: per-frame quantities whose means over the normal training frames the method's signals need (AMC's score
     #: weights w = 1 / mean error); see :meth:`training_quantities` and :meth:`compute_training_means`
     training_mean_names: tuple[str, ...] = ()
@@ -242,6 +253,8 @@ class VADModule(L.LightningModule):
         self._test_records: list[dict[str, np.ndarray]] = []
         self._test_video: int | None = None
         self.test_result: scoring.ProtocolResult | None = None
+        #: set by ``vad.build.test_and_report`` for the test it runs: collects the error maps of the test frames
+        self.pixel_evaluation: PixelEvaluation | None = None
         #: the signals' distribution on held-out normal frames (``vad.calibration``), saved in checkpoints
         self.calibration: Calibration | None = None
         self._val_records: list[dict[str, np.ndarray]] = []
@@ -427,6 +440,20 @@ class VADModule(L.LightningModule):
     def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Per-frame signals of a test batch: name -> (N,) float tensor; by default the PSNR of :meth:`predict`."""
         return {"psnr": losses.psnr(self.predict(batch).float(), batch["frames"][:, -1].float())}
+
+    def error_maps(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """Per-pixel anomaly maps of the target frames of a batch, higher = more anomalous: (N, H, W) at the working
+        size, or None when the method has no meaningful map (then no pixel-level metric is computed).
+
+        By default the squared error of :meth:`predict` against :meth:`output_target`, mean over the channels
+        (:func:`vad.losses.squared_error_map`, whose pixel mean is the MSE of the PSNR signal); None for a method
+        without a frame output (no ``predict``). A method whose score rests on another map overrides this (and
+        ``error_map_description``). The test loop calls it before :meth:`test_signals` on the same frames, so a
+        method with test-time state sees the state at the start of the batch.
+        """
+        if type(self).predict is VADModule.predict:
+            return None
+        return losses.squared_error_map(self.predict(batch), self.output_target(self.clip_of(batch)))
 
     def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:
         """Named panels of a batch for the sample grids (``vad.panels``); by default the last input frame, the
@@ -626,6 +653,8 @@ class VADModule(L.LightningModule):
         self.test_samples = None
         self.test_result = None
         self._test_video = None
+        if self.pixel_evaluation is not None:
+            self.pixel_evaluation.start(self.trainer.datamodule, self.global_rank, self.error_map_description)
         self.begin_test_state()
 
     def begin_test_state(self) -> None:
@@ -640,6 +669,9 @@ class VADModule(L.LightningModule):
             if video_id != self._test_video:
                 self._test_video = video_id
                 self.on_test_video_start(video_id)
+            pixel = self.pixel_evaluation
+            if pixel is not None and pixel.collecting:
+                pixel.add(video_id, part["index"], self.error_maps(part))
             signals = self.test_signals(part)
             record = {
                 "video_id": part["video_id"].detach().cpu().numpy().astype(np.int64),
@@ -659,9 +691,7 @@ class VADModule(L.LightningModule):
         records = self._test_records if records is None else records
         local = {k: np.concatenate([r[k] for r in records]) for k in records[0]} if records else {}
         if self.trainer.world_size > 1:
-            gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, local)
-            parts = [g for g in gathered if g]
+            parts = [g for g in self._all_gather_objects(local) if g]
             local = {k: np.concatenate([g[k] for g in parts]) for k in parts[0]} if parts else {}
         if not local:
             raise RuntimeError(f"{what} yielded no frames to score")
@@ -670,6 +700,14 @@ class VADModule(L.LightningModule):
         _, first = np.unique(key, return_index=True)
         first.sort()
         return {k: v[first] for k, v in local.items()}
+
+    def _all_gather_objects(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (``all_gather_object`` under DDP; every rank must call this)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return [obj]
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
 
     def on_test_epoch_end(self) -> None:
         records = self._gather_records()
@@ -685,6 +723,13 @@ class VADModule(L.LightningModule):
             value = getattr(result, name)
             if value is not None and not math.isnan(value):
                 self.log(f"test/{name}", float(value), rank_zero_only=True)
+        pixel = self.pixel_evaluation
+        if pixel is not None:
+            pixel.finish(self._all_gather_objects)
+            for name in ("auc", "ucsd_auc", "rbdc", "tbdc"):
+                value = (pixel.block or {}).get(name)
+                if value is not None and not math.isnan(value):
+                    self.log(f"test/pixel_{name}", float(value), rank_zero_only=True)
 
 
 class Prediction(NamedTuple):

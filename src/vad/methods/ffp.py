@@ -120,7 +120,7 @@ class FFP(FramePredictor):
         clip = self.clip_of(batch)
         prediction = self.forward_clip(clip).frame.float()
         target = clip.target.float()
-        error = ((prediction - target) / 2).square().mean(dim=1)  # the squared error of the PSNR, per pixel
+        error = losses.squared_error_map(prediction, target)  # the squared error of the PSNR, per pixel
         patch = scoring.max_patch(error, window=self.patch["window"], stride=self.patch["stride"])
         signals = {
             "psnr": losses.psnr(prediction, target),
