@@ -332,6 +332,38 @@ def test_help_says_what_the_command_does_before_hydras_text(
     assert not (tmp_path / "logs").exists()
 
 
+ENTRY_POINTS = ("vad.train", "vad.evaluate", "vad.score", "vad.calibrate", "vad.export", "vad.prepare")
+
+
+def imported_modules(proc: subprocess.CompletedProcess) -> set[str]:
+    """The modules a ``python -X importtime`` run imported (from its stderr)."""
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_help_and_a_mistyped_key_are_answered_before_torch_loads(module: str, tmp_path: Path) -> None:
+    # Start-up time is measured by experiments/bench_startup.py; what makes it short is checked here: neither
+    # --help nor a refused override imports torch or Lightning (seconds on a 2-core machine).
+    for args in (("--help",), ("paths.no_such_key=1",)):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=dict(os.environ, VAD_HOME=str(tmp_path)), timeout=300)  # fmt: skip
+        modules = imported_modules(proc)
+        assert modules, proc.stderr[-500:]
+        heavy = sorted(m for m in modules if m.split(".")[0] in ("torch", "lightning", "sklearn", "matplotlib"))
+        assert heavy == [], (module, args, heavy[:5])
+    assert proc.returncode == 2
+    assert "unknown config key 'paths.no_such_key'" in proc.stderr
+
+
+def test_constants_kept_apart_from_heavy_modules_agree() -> None:
+    import vad.evaluate
+    from vad.data.datamodule import VideoDataModule
+    from vad.methods.base import CONFIG_KEY
+
+    assert vad.evaluate.CONFIG_KEY == CONFIG_KEY
+    assert f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}" == vad.evaluate.VIDEO_DATAMODULE
+
+
 def test_prepare_without_a_dataset_says_it_is_required(tmp_path: Path) -> None:
     proc = cli("vad.prepare", f"source={tmp_path}", home=tmp_path, timeout=300)
     assert proc.returncode == 2

@@ -11,17 +11,17 @@ for a false-alarm rate. A checkpoint that already holds a calibration is changed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig
 
-from vad.build import build_datamodule, model_from_checkpoint
-from vad.calibration import CHECKPOINT_KEY
-from vad.checkpoint_io import AtomicCheckpointIO
 from vad.cli import run_hydra
 from vad.errors import ConfigError
-from vad.methods.base import VADModule
+
+if TYPE_CHECKING:
+    from vad.methods.base import VADModule
+
+# torch and the modules importing it load inside the functions: --help and a mistyped key are answered first.
 
 
 def calibrate_model(model: VADModule, datamodule: Any) -> dict[str, Any]:
@@ -38,6 +38,11 @@ def calibrate_model(model: VADModule, datamodule: Any) -> dict[str, Any]:
 def write_calibration(ckpt: Path, model: VADModule) -> None:
     """Put the model's calibration (and its training means) into the checkpoint file, atomically; nothing else in
     it changes."""
+    import torch
+
+    from vad.calibration import CHECKPOINT_KEY
+    from vad.checkpoint_io import AtomicCheckpointIO
+
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert model.calibration is not None
     checkpoint[CHECKPOINT_KEY] = model.calibration.to_dict()
@@ -47,6 +52,8 @@ def write_calibration(ckpt: Path, model: VADModule) -> None:
 
 
 def calibrate(cfg: DictConfig) -> dict[str, Any]:
+    from vad.build import build_datamodule, model_from_checkpoint
+
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give the checkpoint to calibrate (ckpt_path=<run>/checkpoints/last.ckpt)")
     ckpt = Path(cfg.ckpt_path)

@@ -43,9 +43,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vad import config_dir, runs
+from vad import config_dir
 from vad.errors import ConfigError, RunFolderError, VadError
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,9 @@ def _first_values(overrides: Sequence[str]) -> list[str]:
 
 def _explain_missing_key(cfg_keys: Callable[[str], list[str] | None], key: str) -> str:
     parent, _, leaf = key.rpartition(".")
+    # a mistyped level in the middle (model.lose.flow): name the deepest level that exists and its keys
+    while parent and cfg_keys(parent) is None:
+        parent, _, leaf = parent.rpartition(".")
     valid = cfg_keys(parent) or []
     hint = difflib.get_close_matches(leaf, valid, n=1)
     where = f"under '{parent}'" if parent else "at the top level"
@@ -401,8 +404,48 @@ def _record_single_failure(exc: BaseException, ours: VadError | None) -> None:
     if hydra_cfg.output_subdir is None or isinstance(ours, RunFolderError):
         return
     message = str(ours) if ours is not None else f"{type(exc).__name__}: {exc}"
+    from vad import runs  # numpy, matplotlib: only when a run fails
+
     runs.record_failure(Path(hydra_cfg.runtime.output_dir), message)
     _file_log.error("run failed: %s", message, exc_info=ours is None)
+
+
+HELP_FLAGS = ("--help", "-h")
+
+
+def config_groups() -> dict[str, list[str]]:
+    """The suite's config groups (folders of conf/, Hydra's own excluded) and their options, sorted."""
+    root = config_dir()
+    groups: dict[str, list[str]] = {}
+    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+        group = folder.relative_to(root).as_posix()
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        options = [o for o in options if not o.startswith("_")]  # _common.yaml and the like: includes, not options
+        if options and group.split("/")[0] != "hydra":
+            groups[group] = options
+    return groups
+
+
+def fast_help(config_name: str, argv: Sequence[str]) -> str | None:
+    """The text of ``--help`` (None without the flag), rendered from the entry point's ``hydra.help.template``
+    like Hydra's, but with the config groups listed from the files of conf/: Hydra composes every group option to
+    list them, which takes seconds, before torch would even be imported."""
+    if not any(arg in HELP_FLAGS for arg in argv):
+        return None
+    overrides, custom = _split_argv(argv)
+    if custom:
+        return None
+    GlobalHydra.instance().clear()
+    try:
+        with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra.compose(config_name, overrides=_first_values(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    template = str(cfg.hydra.help.template)
+    groups = "\n".join(f"{group}: {', '.join(options)}" for group, options in config_groups().items())
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return template.replace("$APP_CONFIG_GROUPS", groups).replace("$CONFIG", OmegaConf.to_yaml(cfg))
 
 
 def run_hydra(config_name: str, task: Callable[[DictConfig], Any], *, resume_key: str | None = None) -> None:
@@ -414,12 +457,18 @@ def run_hydra(config_name: str, task: Callable[[DictConfig], Any], *, resume_key
     """
     try:
         check_overrides(config_name, sys.argv[1:])
+        text = fast_help(config_name, sys.argv[1:])
+        if text is not None:
+            print(text, end="" if text.endswith("\n") else "\n")
+            raise SystemExit(0)
         check_run_folder(sys.argv[1:], resume_key)
     except VadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
     def guarded(cfg: DictConfig) -> Any:
+        from vad import runs  # after the command line is checked: it imports numpy and matplotlib
+
         with job_log():
             try:
                 with _as_single_run():
