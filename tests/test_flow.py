@@ -80,7 +80,7 @@ def interior_error(flow: torch.Tensor, dx: float, dy: float, margin: int = 8) ->
 
 
 def test_flow_names_are_the_config_files():
-    assert flow_names() == ["dis", "flownet2sd", "lk", "none"]
+    assert flow_names() == ["dis", "flownet2sd", "learned", "lk", "none"]
 
 
 def test_build_flow_by_name():
@@ -91,7 +91,8 @@ def test_build_flow_by_name():
 
 
 def test_build_flow_rejects_unknown_names_and_values():
-    with pytest.raises(ConfigError, match="flow=lkk: unknown flow estimator; choose one of dis, flownet2sd, lk, none"):
+    choices = "dis, flownet2sd, learned, lk, none"
+    with pytest.raises(ConfigError, match=f"flow=lkk: unknown flow estimator; choose one of {choices}"):
         build_flow("lkk")
     with pytest.raises(ConfigError, match=r"flow\.preset=slow: unknown DIS preset"):
         build_flow("dis", preset="slow")
