@@ -16,6 +16,14 @@ Repeats are interleaved so a noisy, shared machine hurts both sides alike; media
     python experiments/bench_train.py                         # CPU-sized (64x64, width 32) on the real Ped2 copy
     python experiments/bench_train.py --features 16 --batch 8 --flow none   # as experiment=ffp_ped2_cpu
     python experiments/bench_train.py --size 256 --features 64 --device cuda --precision bf16-mixed
+    python experiments/bench_train.py --reference-step      # only 4. below (128x128, batch 4, width 64, no flow)
+
+4. ``--reference-step``: the suite's FFP iteration (clips read from the frame cache, converted, the G and D steps of
+   ``vad.methods.ffp``) against a reference-style iteration written as the public PyTorch ports of FFP are: a U-Net
+   with batch norm after every convolution, transposed-convolution upsampling, a PatchGAN with batch norm and zero
+   padding, both frames' clips decoded from 5 JPEG files per sample every step, NCHW. Same losses (intensity,
+   gradient, 0.05 LSGAN), learning rates, batch and order (G then D). Goal: the suite's iteration <= 0.8x the
+   reference's. Writes ``experiments/results/bench_train_reference.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import itertools
 import os
 import platform
 import statistics
@@ -237,7 +246,18 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="32-true, or bf16-mixed on a GPU")
     parser.add_argument("--root", type=Path, default=SHARED_PED2, help="an FFP-layout dataset with JPEG frames")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--reference-step", action="store_true", help="only the reference-style comparison (4.)")
     args = parser.parse_args()
+    if args.reference_step:
+        args.flow = "none"
+        if "--size" not in sys.argv:
+            args.size = 128
+        if "--features" not in sys.argv:
+            args.features = 64
+        if "--steps" not in sys.argv:
+            args.steps = 6
+        reference_comparison(args)
+        return
     if not (args.root / "testing" / "frames").is_dir():
         sys.exit(f"error: {args.root}: no FFP-layout test frames; pass --root <dataset> (e.g. the real Ped2 copy)")
     device = torch.device(args.device)
@@ -327,6 +347,167 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+
+
+# -- 4. a reference-style iteration, as the public PyTorch ports of FFP write it ------------------------------------
+
+
+def _ref_double_conv(cin: int, cout: int) -> torch.nn.Sequential:
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )  # fmt: skip
+
+
+class RefUNet(torch.nn.Module):
+    """The ports' generator: double convolutions with batch norm, max-pool down, transposed convolutions up, tanh."""
+
+    def __init__(self, cin: int, cout: int, width: int) -> None:
+        super().__init__()
+        w = [width, 2 * width, 4 * width, 8 * width]
+        self.inc = _ref_double_conv(cin, w[0])
+        self.downs = torch.nn.ModuleList(_ref_double_conv(w[i], w[i + 1]) for i in range(3))
+        up = torch.nn.ConvTranspose2d
+        self.ups = torch.nn.ModuleList(up(w[i + 1], w[i], 2, stride=2) for i in reversed(range(3)))
+        self.convs = torch.nn.ModuleList(_ref_double_conv(2 * w[i], w[i]) for i in reversed(range(3)))
+        self.out = torch.nn.Conv2d(w[0], cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(torch.nn.functional.max_pool2d(skips[-1], 2)))
+        x = skips.pop()
+        for up, conv in zip(self.ups, self.convs, strict=True):
+            x = conv(torch.cat((skips.pop(), up(x)), dim=1))
+        return torch.tanh(self.out(x))
+
+
+class RefPatchGAN(torch.nn.Module):
+    """The ports' discriminator: 4x4 convolutions, zero padding, batch norm after all but the first, LeakyReLU; the
+    same widths as the suite's (the official code's 128-256-512-512 at width 64)."""
+
+    def __init__(self, cin: int, widths: list[int]) -> None:
+        super().__init__()
+        nn = torch.nn
+        layers: list[torch.nn.Module] = [nn.Conv2d(cin, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
+            last = i == len(widths) - 2
+            layers += [nn.Conv2d(a, b, 4, 1 if last else 2, 1), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ReferenceStep:
+    """One reference-style iteration: decode the batch's 5 JPEGs per sample, G step, D step (NCHW, float32)."""
+
+    def __init__(self, args: argparse.Namespace, files: list[list[Path]]) -> None:
+        torch.manual_seed(0)
+        c = args.channels
+        self.g = RefUNet(4 * c, c, args.features)
+        f = args.features
+        self.d = RefPatchGAN(c, [2 * f, 4 * f, 8 * f, 8 * f])  # as make_model's suite discriminator
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-5)
+        self.files, self.args, self.next = files, args, 0
+
+    def load(self) -> torch.Tensor:
+        clips = []
+        for _ in range(self.args.batch):
+            paths = self.files[self.next % len(self.files)]
+            self.next += 1
+            frames = [resize(read_image(p, self.args.channels), (self.args.size, self.args.size)) for p in paths]
+            clips.append(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1)
+        return torch.stack(clips)
+
+    def step(self, _: torch.Tensor | None = None) -> None:
+        frames = self.load()
+        inputs, target = frames[:, :-1].flatten(1, 2), frames[:, -1]
+        prediction = self.g(inputs)
+        self.d.requires_grad_(False)
+        loss_g = (
+            losses.intensity_loss(prediction, target)
+            + losses.gradient_loss(prediction, target)
+            + 0.05 * losses.lsgan_generator_loss(self.d(prediction))
+        )
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.d.requires_grad_(True)
+        loss_d = losses.lsgan_discriminator_loss(self.d(target), self.d(prediction.detach()))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+
+class SuiteStep:
+    """One suite iteration: a batch of clips from the frame cache (as the training loader gives it), then the G and
+    D steps of vad.methods.ffp as the LightningModule runs them (PlainFFP)."""
+
+    def __init__(self, args: argparse.Namespace, clips: object) -> None:
+        from vad.data.clips import collate_clips
+
+        self.collate = collate_clips
+        model = make_model(args)
+        model.channels_last = True  # conf/model/ffp.yaml's default, applied when a Trainer sets the module up
+        model.setup("fit")
+        self.plain = PlainFFP(model, torch.device("cpu"), autocast=False)
+        self.clips, self.args, self.next = clips, args, 0
+
+    def step(self, _: torch.Tensor | None = None) -> None:
+        n = len(self.clips)
+        indices = [(self.next + i * 97) % n for i in range(self.args.batch)]
+        self.next += 1
+        self.plain.step(self.collate(self.clips.__getitems__(indices))["frames"])
+
+
+def reference_comparison(args: argparse.Namespace) -> None:
+    videos = sorted(p for p in (args.root / "training" / "frames").iterdir() if p.is_dir())
+    files = []
+    for video in videos:
+        frames = sorted(video.glob("*.jpg"))
+        files += [frames[i : i + 5] for i in range(0, len(frames) - 4, 7)]
+    with tempfile.TemporaryDirectory() as cache:
+        data = VideoDataModule("ped2", args.root, image_size=(args.size, args.size), channels=args.channels,
+                               clip_len=5, cache_dir=cache, num_workers=0)  # fmt: skip
+        data.prepare_data()
+        data.setup("fit")
+        suite = SuiteStep(args, data.train_dataset)
+        reference = ReferenceStep(args, files)
+        steps = [None] * (args.steps + 1)
+        rows: dict[str, list[float]] = {"suite": [], "reference": []}
+        for _ in range(args.repeats):
+            rows["suite"].append(seconds_per_step(suite.step, steps, torch.device("cpu")))
+            rows["reference"].append(seconds_per_step(reference.step, steps, torch.device("cpu")))
+    t = {k: statistics.median(v) for k, v in rows.items()}
+    ratio = t["suite"] / t["reference"]
+    goal = 0.8
+    lines = [
+        "# FFP iteration: the suite vs a reference-style iteration (the public PyTorch ports' way)",
+        "",
+        f"Generated by `python experiments/bench_train.py {' '.join(sys.argv[1:])}` on {datetime.date.today()}: "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads). {args.size}x{args.size}, {args.channels} channel(s), batch {args.batch}, width {args.features} "
+        f"(U-Net depth 4, PatchGAN {2 * args.features}-{8 * args.features} on both sides), intensity + gradient + "
+        f"0.05 adversarial, no "
+        f"flow term; {args.repeats} interleaved repeats of {args.steps} steps on the real Ped2 copy, medians.",
+        "",
+        "| iteration | seconds per iteration |",
+        "|---|---:|",
+        f"| suite: clips from the frame cache + vad.methods.ffp G and D steps (channels-last) | {t['suite']:.3f} |",
+        f"| reference style: 5 JPEG decodes per sample + batch-norm U-Net / PatchGAN, NCHW | {t['reference']:.3f} |",
+        "",
+        f"Suite / reference: **{ratio:.2f}** (goal <= {goal}: {'met' if ratio <= goal else 'NOT met'}).",
+        "",
+        "All repeats: " + "; ".join(f"{k}: {', '.join(f'{x:.3f}' for x in v)}" for k, v in rows.items()),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = RESULTS.with_name("bench_train_reference.md")
+    out.write_text(text)
 
 
 if __name__ == "__main__":
