@@ -28,6 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from vad.errors import ConfigError
+from vad.nets.state import compare_state
 from vad.report import atomic_path
 
 _EXAMPLES = 2  # keys named per kind of mismatch
@@ -92,28 +93,17 @@ def _named(keys: list[str]) -> str:
 def check_fits(model: nn.Module, checkpoint: Mapping[str, Any], path: str | Path, what: str = "ckpt_path") -> None:
     """Raise a one-line ConfigError when the checkpoint's weights do not load into ``model`` as it is configured:
     weights missing from the file, weights the model does not have, or weights of another shape."""
-    expected = model.state_dict()
-    saved = checkpoint["state_dict"]
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    reshaped = sorted(
-        k
-        for k in set(expected) & set(saved)
-        if isinstance(saved[k], torch.Tensor) and tuple(saved[k].shape) != tuple(expected[k].shape)
-    )
-    if not (missing or unexpected or reshaped):
+    mismatch = compare_state(model.state_dict(), checkpoint["state_dict"])
+    if not mismatch:
         return
     parts = []
-    if missing:
-        parts.append(f"{len(missing)} weights of the model missing ({_named(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} weights the model does not have ({_named(unexpected)})")
-    if reshaped:
-        first = reshaped[0]
-        parts.append(
-            f"{len(reshaped)} of another shape ('{first}': {tuple(saved[first].shape)} in the file, "
-            f"{tuple(expected[first].shape)} in the model)"
-        )
+    if mismatch.missing:
+        parts.append(f"{len(mismatch.missing)} weights of the model missing ({_named(mismatch.missing)})")
+    if mismatch.unexpected:
+        parts.append(f"{len(mismatch.unexpected)} weights the model does not have ({_named(mismatch.unexpected)})")
+    if mismatch.reshaped:
+        name, found, shape = mismatch.reshaped[0]
+        parts.append(f"{len(mismatch.reshaped)} of another shape ('{name}': {found} in the file, {shape} in the model)")
     raise ConfigError(
         f"{what}: {path} does not fit {type(model).__name__} as configured here ({'; '.join(parts)}): it was written "
         "for another method or other model settings, or by an incompatible version of the suite"

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from vad.errors import ConfigError
 from vad.flow.base import FlowEstimator
+from vad.nets.state import compare_state
 
 # The network sees sizes that are multiples of its total stride (six stride-2 convolutions).
 STRIDE = 64
@@ -135,16 +136,9 @@ class FlowNet2SD(FlowEstimator):
 
     def _mismatch(self, state: dict[str, object]) -> str:
         """What differs between ``state`` and this module's state_dict ('' when the keys and shapes all match)."""
-        expected = {name: tuple(tensor.shape) for name, tensor in self.state_dict().items()}
-        missing = sorted(expected.keys() - state.keys())
-        unexpected = sorted(state.keys() - expected.keys())
-        found = {
-            name: tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            for name, value in state.items()
-        }
-        wrong = [
-            f"{name} {found[name]} != {shape}" for name, shape in expected.items() if found.get(name, shape) != shape
-        ]
+        mismatch = compare_state(self.state_dict(), state)
+        missing, unexpected = mismatch.missing, mismatch.unexpected
+        wrong = [f"{name} {found} != {shape}" for name, found, shape in mismatch.reshaped]
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
