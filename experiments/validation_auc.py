@@ -7,8 +7,9 @@ Each checkpoint is rebuilt from the config it carries; its run must have held vi
 the same seed draws the same held-out videos here. Those videos get pseudo-anomalies injected (``vad.pseudo.
 validation``) once per ``--seeds`` entry (``dataset.val_pseudo.seed``), and every injection is scored under the test's
 protocol (per-video min-max of the fused score): the method's configured score, each of its signals alone (oriented:
-PSNR negated, every other signal as it is), and copy-last's -PSNR on the same clips. Reported per score: the mean and
-the spread over the injections of the micro and macro AUC. No test video and no test label is read.
+PSNR negated, every other signal as it is), and copy-last's -PSNR on the same clips; with ``--smoothing 0 2 4``, each of
+them also after a temporal Gaussian of that many frames (``model.smoothing``). Reported per score: the mean and the
+spread over the injections of the micro and macro AUC. No test video and no test label is read.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def scores_of(model: torch.nn.Module) -> dict[str, dict[str, float]]:
     return out
 
 
-def validate(checkpoint: Path, data: Path | None, cache: Path, seeds: list[int]) -> dict[str, list[tuple]]:
+def validate(
+    checkpoint: Path, data: Path | None, cache: Path, seeds: list[int], smoothings: list[float] = (0.0,)
+) -> dict[str, list[tuple]]:
     model, cfg = load(checkpoint, data, cache)
     results: dict[str, list[tuple]] = {}
     for seed in seeds:
@@ -75,11 +78,14 @@ def validate(checkpoint: Path, data: Path | None, cache: Path, seeds: list[int])
         datamodule.setup("fit")
         videos = datamodule.val_videos_info
         records = signals_on(model, datamodule)
-        for name, weights in scores_of(model).items():
+        for index, (name, weights) in enumerate(scores_of(model).items()):
             keys = list(weights)
             per_video = scoring.videos_from_records(records, videos, signals=keys)
-            result = scoring.evaluate(per_video, weights, label_source=VALIDATION_LABELS)
-            results.setdefault(name, []).append((result.auc_micro, result.auc_macro))
+            # the configured score at the run's own smoothing first: the reference of the paired differences
+            for sigma in [model.smoothing] if index == 0 else smoothings:
+                result = scoring.evaluate(per_video, weights, smoothing=sigma, label_source=VALIDATION_LABELS)
+                label = f"{name}, smoothed sigma {sigma:g}" if sigma else name
+                results.setdefault(label, []).append((result.auc_micro, result.auc_macro))
     return results
 
 
@@ -95,6 +101,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="folder holding the dataset (paths.data_dir)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="injection seeds")
     parser.add_argument("--report", type=Path, default=None, help="write the table here (Markdown)")
+    parser.add_argument(
+        "--smoothing", type=float, nargs="+", default=[0.0], help="temporal Gaussian sigmas (frames) to score at"
+    )
     args = parser.parse_args()
     cache = REPO / ".cache" / "frames"
     lines = [
@@ -103,7 +112,9 @@ def main() -> None:
     ]
     start = time.perf_counter()
     for checkpoint in args.checkpoints:
-        results = validate(checkpoint.resolve(), args.data.resolve() if args.data else None, cache, args.seeds)
+        results = validate(
+            checkpoint.resolve(), args.data.resolve() if args.data else None, cache, args.seeds, args.smoothing
+        )
         configured = [p[0] for p in next(iter(results.values()))]
         for name, pairs in results.items():
             micro, macro = [p[0] for p in pairs], [p[1] for p in pairs]

@@ -18,6 +18,7 @@ from vad.scoring import (
     group_columns,
     group_records,
     minmax,
+    smooth,
     videos_from_records,
 )
 
@@ -284,6 +285,46 @@ def test_to_dict_reports_protocol():
     assert d["normalisation"] == "per-video min-max"
     assert d["label_source"] == "ped2.mat (FFP gt)"
     assert (d["auc_micro"], d["frames"], d["anomalous"], d["per_video_auc"]) == (0.0, 3, 2, {"a": 0.0})
+
+
+def test_smooth_is_a_normalised_gaussian_with_repeated_ends():
+    # sigma 1: taps exp(-k^2 / 2) for k = -3..3, normalised; an impulse in the middle returns the kernel itself
+    taps = np.exp(-0.5 * np.arange(-3, 4) ** 2)
+    taps /= taps.sum()
+    impulse = np.zeros(11)
+    impulse[5] = 1.0
+    np.testing.assert_allclose(smooth(impulse, 1.0), np.concatenate([np.zeros(2), taps, np.zeros(2)]), atol=1e-15)
+    # the first value is repeated past the start: a step at the start is pulled towards it, not towards 0
+    step = np.array([1.0, 0, 0, 0, 0, 0, 0, 0])
+    first = taps[3] + taps[:3].sum()  # the centre and the three padded copies of the first value
+    assert smooth(step, 1.0)[0] == pytest.approx(first)
+    np.testing.assert_allclose(smooth(np.full(6, 2.5), 3.0), np.full(6, 2.5))
+    np.testing.assert_array_equal(smooth([3.0, 1.0, 2.0], 0), [3.0, 1.0, 2.0])
+    assert smooth([4.0], 2.0).tolist() == [4.0]
+
+
+def test_smoothing_is_recorded_and_changes_the_ranking():
+    # one isolated spike on a normal frame beats the anomalous run without smoothing; smoothing spreads it out
+    values = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.6, 0.6, 0.6, 0.6, 0.0]
+    labels = [0] * 8 + [1] * 5 + [0]
+    raw = evaluate([video("a", values, labels)], {"s": 1})
+    smoothed = evaluate([video("a", values, labels)], {"s": 1}, smoothing=1.0)
+    assert raw.auc_micro < 1.0
+    assert smoothed.auc_micro == 1.0
+    assert (smoothed.smoothing, raw.smoothing) == (1.0, 0.0)
+    assert smoothed.to_dict()["normalisation"] == "per-video min-max after a temporal Gaussian (sigma 1 frames)"
+    assert smoothed.to_dict()["smoothing"] == 1.0
+    # the smoothing acts before the normalisation and on the raw fusion alike
+    np.testing.assert_allclose(smoothed.videos[0].score, minmax(smooth(values, 1.0)))
+    np.testing.assert_allclose(
+        fuse({"s": np.asarray(values)}, {"s": 2}, normalise=False, smoothing=1.0), 2 * smooth(values, 1.0)
+    )
+
+
+@pytest.mark.parametrize("sigma", [-1.0, math.nan, math.inf, "abc", True])
+def test_bad_smoothing_raises_config_error(sigma):
+    with pytest.raises(ConfigError, match=r"model\.smoothing="):
+        evaluate([video("a", [0.0, 1.0], [0, 1])], {"s": 1}, smoothing=sigma)
 
 
 PED2_LENGTHS = [180, 180, 150, 180, 150, 180, 180, 180, 120, 150, 180, 180]

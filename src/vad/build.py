@@ -13,10 +13,10 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from vad import report, tracking
+from vad import report, scoring, tracking
 from vad.callbacks import BestValCheckpoint, NonFiniteCheckpoint
 from vad.checkpoint_io import AtomicCheckpointIO, check_fits
 from vad.errors import ConfigError, unwrapped_constructor_errors
@@ -50,8 +50,13 @@ def build_model(cfg: DictConfig) -> VADModule:
     kwargs: dict[str, Any] = {}
     if target.frozen_nets:
         kwargs["frozen"] = build_frozen_nets(cfg, target.frozen_nets)
+    # model.smoothing belongs to the protocol, not to a method's constructor: every method gets it the same way
+    node = cfg.model.copy()
+    with open_dict(node):
+        smoothing = scoring.check_smoothing(node.pop("smoothing", 0.0))
     with unwrapped_constructor_errors():
-        model = instantiate(cfg.model, _convert_="all", **kwargs)
+        model = instantiate(node, _convert_="all", **kwargs)
+    model.smoothing = smoothing
     model.run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": _group_choices()}
     return model
 

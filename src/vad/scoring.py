@@ -14,6 +14,9 @@ The protocol of the literature (frame level):
    with a non-finite weighted signal -- are dropped from scores and labels alike, and counted;
 2. per video, each weighted signal is min-max normalised to [0, 1] and the signed weights fuse them into a score in
    [0, 1] (``normalisation="max"``: each is divided by its video's maximum instead, see :func:`divide_by_max`);
+   With ``smoothing=sigma`` > 0, each weighted signal is first filtered along time, per video, with a Gaussian of
+   standard deviation ``sigma`` frames (:func:`smooth`), as many later papers do before their AUC; 0 (default) is
+   the protocol of FFP and MNAD. The results record it;
 3. micro AUC on all videos concatenated (what papers call "frame-level AUC"); macro AUC, the mean of per-video AUCs
    over the videos holding both classes; EER and average precision on the concatenation; and the micro AUC of the
    fused raw signals without per-video normalisation.
@@ -277,6 +280,36 @@ def divide_by_max(x: np.ndarray | Sequence[float]) -> np.ndarray:
     return out if np.isfinite(out).all() else np.zeros_like(x)
 
 
+def smooth(x: np.ndarray | Sequence[float], sigma: float) -> np.ndarray:
+    """One video's signal filtered along time with a normalised Gaussian of standard deviation ``sigma`` frames,
+    float64 of the same length.
+
+    The kernel spans ``ceil(3 sigma)`` frames each side; the first and last values are repeated past the ends (so a
+    constant stays constant and the ends are not pulled towards 0). ``sigma=0`` returns the values unchanged. A
+    non-finite value spreads over its neighbours, as it would in any filter: drop such frames first (``evaluate``
+    does). The frames are taken as consecutive: a frame the method could not score is skipped, not interpolated.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    sigma = check_smoothing(sigma)
+    if sigma == 0 or x.size < 2:
+        return x.copy()
+    radius = math.ceil(3 * sigma)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(x, radius, mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def check_smoothing(sigma: float) -> float:
+    """Validate a temporal smoothing width (frames, >= 0, finite); raises ConfigError naming the key."""
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma < 0:
+        raise ConfigError(
+            f"model.smoothing={sigma!r} must be a finite number of frames >= 0 (0: no temporal smoothing)"
+        )
+    return float(sigma)
+
+
 def check_normalisation(normalisation: str) -> str:
     """Validate a per-video normalisation name (``"minmax"`` or ``"max"``); raises ConfigError naming the valid
     ones."""
@@ -327,6 +360,7 @@ def fuse(
     weights: Mapping[str, float],
     normalise: bool = True,
     normalisation: str = "minmax",
+    smoothing: float = 0.0,
 ) -> np.ndarray:
     """Fuse one video's signals (name -> (F,) raw values) into an anomaly score (F,) float64.
 
@@ -339,13 +373,15 @@ def fuse(
     contributes ``w`` (g = 1) for a positive weight and 0 for a negative one. The score lies in [0, 1] only for
     non-negative signals: for a signal with negative values g reverses their order (see :func:`divide_by_max`).
     Without ``normalise``: ``sum w s`` on the raw values (``normalisation`` is still validated, and ignored).
+    ``smoothing``: each weighted signal is first filtered along time with a Gaussian of that many frames
+    (:func:`smooth`), with or without ``normalise``.
     """
     check_normalisation(normalisation)
     w = check_weights(weights, signals)
     length = len(next(iter(signals.values())))
     score = np.zeros(length, dtype=np.float64)
     for name, weight in w.items():
-        values = np.asarray(signals[name], dtype=np.float64)
+        values = smooth(signals[name], smoothing)
         score += weight * values if not normalise else abs(weight) * _evidence(values, weight > 0, normalisation)
     return score / sum(abs(v) for v in w.values()) if normalise else score
 
@@ -390,7 +426,8 @@ class ProtocolResult:
     micro AUC of the fused raw signals without per-video normalisation. ``roc_fpr``/``roc_tpr``/``roc_thresholds``:
     the micro ROC curve. Frames dropped: ``dropped_nonfinite`` (a weighted signal was NaN/inf), ``dropped_missing``
     (frames of ``full_labels`` absent from the records, including whole ``missing_videos``). ``normalisation``: the
-    per-video normalisation of the fused score when ``normalise`` (``"minmax"`` or ``"max"``, see :func:`fuse`).
+    per-video normalisation of the fused score when ``normalise`` (``"minmax"`` or ``"max"``, see :func:`fuse`);
+    ``smoothing``: the temporal Gaussian's sigma in frames applied to every weighted signal first (0: none).
     """
 
     weights: dict[str, float]
@@ -412,11 +449,14 @@ class ProtocolResult:
     roc_tpr: np.ndarray
     roc_thresholds: np.ndarray
     normalisation: str = "minmax"
+    smoothing: float = 0.0
 
     @property
     def normalisation_description(self) -> str:
-        """How the fused score was normalised, as metrics.json records it (``"per-video min-max"``, ...)."""
-        return NORMALISATIONS[self.normalisation] if self.normalise else RAW
+        """How the fused score was normalised, as metrics.json records it (``"per-video min-max"``, ...; with
+        smoothing: ``"... after a temporal Gaussian (sigma 4 frames)"``)."""
+        text = NORMALISATIONS[self.normalisation] if self.normalise else RAW
+        return f"{text} after a temporal Gaussian (sigma {self.smoothing:g} frames)" if self.smoothing else text
 
     @property
     def labelled(self) -> bool:
@@ -466,6 +506,7 @@ class ProtocolResult:
             "missing_videos": list(self.missing_videos),
             "weights": dict(self.weights),
             "normalisation": self.normalisation_description,
+            "smoothing": self.smoothing,
             "signals": list(self.signal_names),
             "label_source": self.label_source,
         }
@@ -522,6 +563,7 @@ def evaluate(
     *,
     normalise: bool = True,
     normalisation: str = "minmax",
+    smoothing: float = 0.0,
     full_labels: Mapping[str, np.ndarray] | None = None,
     skip_videos: Iterable[str] = (),
     label_source: str | None = None,
@@ -533,7 +575,9 @@ def evaluate(
     video's ``num_frames`` does; a video without any scored frame is listed in ``missing_videos``).
     ``skip_videos``: names excluded entirely, as are videos flagged ``skipped``. ``normalise=False`` makes the raw
     fusion the primary score. ``normalisation``: ``"minmax"`` (default) or ``"max"`` (each weighted signal divided
-    by its video's maximum, see :func:`fuse`); any other value raises ConfigError.
+    by its video's maximum, see :func:`fuse`); any other value raises ConfigError. ``smoothing``: sigma in frames of
+    the temporal Gaussian applied to each weighted signal of a video's kept frames before anything else (raw fusion
+    included; 0: none, the default).
     Unlabelled input (no labels anywhere) yields scores with NaN metrics.
     """
     names = [v.name for v in videos]
@@ -546,6 +590,7 @@ def evaluate(
             raise ValueError(f"video {v.name!r} has signals {sorted(v.signals)}, video {names[0]!r} {signal_names}")
     w = check_weights(weights, signal_names)
     check_normalisation(normalisation)
+    smoothing = check_smoothing(smoothing)
     full = {k: _as_labels(v, f"full_labels[{k!r}]") for k, v in (full_labels or {}).items()}
     known = names + [k for k in full if k not in names]
     skipped = set(skip_videos)
@@ -570,8 +615,8 @@ def evaluate(
         dropped_nonfinite += int((~keep).sum())
         kept = {k: s[keep] for k, s in v.signals.items()}
         kept_labels = None if labels is None else labels[keep]
-        score = fuse(kept, w, normalise=normalise, normalisation=normalisation)
-        raw_parts.append(fuse(kept, w, normalise=False))
+        score = fuse(kept, w, normalise=normalise, normalisation=normalisation, smoothing=smoothing)
+        raw_parts.append(fuse(kept, w, normalise=False, smoothing=smoothing))
         auc = None
         if kept_labels is not None and _both_classes(kept_labels):
             auc = float(roc_auc_score(kept_labels, score))
@@ -621,6 +666,7 @@ def evaluate(
         roc_tpr=tpr,
         roc_thresholds=thresholds,
         normalisation=normalisation,
+        smoothing=smoothing,
     )
 
 

@@ -223,6 +223,9 @@ class VADModule(L.LightningModule):
     #: per-frame quantities whose means over the normal training frames the method's signals need (AMC's score
     #: weights w = 1 / mean error); see :meth:`training_quantities` and :meth:`compute_training_means`
     training_mean_names: tuple[str, ...] = ()
+    #: sigma in frames of the temporal Gaussian applied to each signal before the per-video normalisation in
+    #: validation and test (``model.smoothing``, set by ``vad.build.build_model`` for every method; 0: none)
+    smoothing: float = 0.0
 
     def __init__(
         self,
@@ -637,6 +640,7 @@ class VADModule(L.LightningModule):
             scoring.videos_from_records(records, videos, signals=self.signals),
             self.score_weights,
             label_source=VALIDATION_LABELS,
+            smoothing=self.smoothing,
         )
         self.val_result = result
         for name in ("auc_micro", "auc_macro"):
@@ -717,6 +721,7 @@ class VADModule(L.LightningModule):
             scoring.videos_from_records(records, videos, signals=self.signals),
             self.score_weights,
             label_source=datamodule.label_source,
+            smoothing=self.smoothing,
         )
         self.test_result = result
         for name in ("auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw"):
