@@ -8,7 +8,7 @@ the checkpoints of one run and across the jobs of a small sweep.
 Runs, one at a time, into ``--out/<name>`` (a finished run folder is reused):
 
 1. copy-last (untrained) at 64x64, clip length 5;
-2. plain FFP, ``experiment=ffp_ped2_cpu`` with 2 held-out training videos (validation every 1000 iterations, every
+2. plain FFP, ``experiment=ffp_ped2_cpu64`` with 2 held-out training videos (validation every 1000 iterations, every
    1000-iteration checkpoint kept), tested on its LAST checkpoint; the same for FFP + ``pseudo=skip_frame`` and
    FFP + ``pseudo=patch`` (the plug-ins' default options: probability 0.2, "do not reconstruct");
 3. ``experiment=pseudo_anomaly_ped2_cpu`` for as many iterations as fit in plain FFP's training time (a 200-iteration
@@ -43,7 +43,7 @@ VAL = [
     "callbacks.model_checkpoint.every_n_train_steps=1000",
     "callbacks.model_checkpoint.save_top_k=-1",
 ]
-FFP = ["experiment=ffp_ped2_cpu", *VAL]
+FFP = ["experiment=ffp_ped2_cpu64", *VAL]
 SWEEP = ["model.loss.gradient=0,1", "model.optim.lr_g=1e-4,4e-4", "trainer.max_steps=1000",
          "model.optim.milestones=[800]", "dataset.val_videos=2"]  # fmt: skip
 CALIBRATION_STEPS = 200
@@ -120,7 +120,7 @@ def main() -> None:
 
     rows = []
     for label, name, folder in (
-        ("FFP `ffp_ped2_cpu`", "ffp", plain),
+        ("FFP `ffp_ped2_cpu64`", "ffp", plain),
         ("FFP + `pseudo=skip_frame`", "ffp_skip_frame", skip),
         ("FFP + `pseudo=patch`", "ffp_patch", patch),
         ("`pseudo_anomaly_ped2_cpu`", "pseudo_anomaly", pseudo),
@@ -147,7 +147,7 @@ def main() -> None:
     rho_ckpt = spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic if len(pairs) > 2 else float("nan")
 
     # across the jobs of a small sweep
-    sweep = run("train", "ffp_sweep", ["experiment=ffp_ped2_cpu", *SWEEP], out, data, multirun=True)
+    sweep = run("train", "ffp_sweep", ["experiment=ffp_ped2_cpu64", *SWEEP], out, data, multirun=True)
     jobs = [metrics(p) for p in sorted(sweep.iterdir()) if (p / "metrics.json").is_file()]
     job_pairs = [(j["val_auc_micro"], j["auc_micro"]) for j in jobs]
     rho_jobs = spearmanr(*zip(*job_pairs, strict=True)).statistic if len(job_pairs) > 2 else float("nan")

@@ -6,7 +6,7 @@ Runs, one at a time (two trainings at once on 2 cores slow each other down uneve
 
 1. copy-last (untrained: frame t as the prediction of t+1) at 64x64, clip length 4;
 2. ``experiment=rgan_ped2_cpu``, ``rgan_latent_ped2_cpu``, ``rvae_ped2_cpu`` (64x64, t = 3, clip length 4);
-3. FFP at the same size and clip length (``experiment=ffp_ped2_cpu model.clip_len=4``): a 400-iteration run measures
+3. FFP at the same size and clip length (``experiment=ffp_ped2_cpu64 model.clip_len=4``): a 400-iteration run measures
    its speed, and the comparison run gets as many iterations as fit in the presets' mean training time (the lr step
    at 80% of them, as in every CPU preset).
 
@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ("rgan_ped2_cpu", "rgan_latent_ped2_cpu", "rvae_ped2_cpu")
-FFP = ["experiment=ffp_ped2_cpu", "model.clip_len=4"]
+FFP = ["experiment=ffp_ped2_cpu64", "model.clip_len=4"]
 CALIBRATION_STEPS = 400
 #: the report's text from this marker on is written by hand and kept when the script rewrites the tables above it
 DISCUSSION = "<!-- discussion: kept by the script -->"
@@ -118,7 +118,7 @@ def main() -> None:
         ("r-GAN `rgan_ped2_cpu`", iterations(presets["rgan_ped2_cpu"]), presets["rgan_ped2_cpu"]),
         ("r-GAN* `rgan_latent_ped2_cpu`", iterations(presets["rgan_latent_ped2_cpu"]), presets["rgan_latent_ped2_cpu"]),
         ("r-VAE `rvae_ped2_cpu`", iterations(presets["rvae_ped2_cpu"]), presets["rvae_ped2_cpu"]),
-        ("FFP `ffp_ped2_cpu model.clip_len=4`, same wall time", iterations(ffp), ffp),
+        ("FFP `ffp_ped2_cpu64 model.clip_len=4`, same wall time", iterations(ffp), ffp),
     ]
     frames = {r["frames"] for _, _, r in rows}
     dirty = " (with uncommitted changes)" if any(r["git_dirty"] for _, _, r in rows) else ""

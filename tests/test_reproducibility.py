@@ -6,7 +6,7 @@ thread count change the order of floating-point sums inside convolutions, so two
 not bit for bit.
 
 The fast test runs the quickstart's configuration for a few steps on the tiny synthetic set; the slow ones run the
-quickstart whole and every ``*_ped2_cpu`` preset shortened to a few steps on the real Ped2 copy (skipped without it):
+quickstart whole and every ``*_ped2_cpu*`` preset shortened to a few steps on the real Ped2 copy (skipped without it):
 the same code paths as the full presets, whose results tables each come from one run.
 """
 
@@ -22,7 +22,7 @@ from hydra_runs import hydra_job, tiny_synthetic
 from vad import config_dir
 from vad.train import train
 
-CPU_PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("*_ped2_cpu.yaml"))
+CPU_PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("*_ped2_cpu*.yaml"))
 #: what differs between two runs by construction: where and when they ran
 VOLATILE = {"run_dir", "train_seconds", "test_seconds", "started", "finished", "host", "wall_seconds", "run_id",
             "val_plan", "checkpoint", "ckpt_path", "seconds", "timestamp", "created"}  # fmt: skip

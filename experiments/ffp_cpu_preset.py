@@ -1,0 +1,161 @@
+"""The choice of FFP's CPU preset on UCSD Ped2 (``experiment=ffp_ped2_cpu``), from validation metrics only.
+
+    python experiments/ffp_cpu_preset.py --data <folder holding ped2/> --out <runs folder>   # trains what is missing
+    python experiments/ffp_cpu_preset.py --data ... --out ... --only-choose                 # reuse the runs
+
+Each candidate below is a training run (``python -m vad.train`` with its overrides, run one at a time into
+``--out/<name>``; a folder that already holds ``checkpoints/last.ckpt`` is reused). Every candidate holds the same 2
+normal training videos out (``dataset.val_videos=2``, seed 0), so all are validated on the same clips:
+pseudo-anomalies injected into them with seeds 0, 1 and 2 (``experiments/validation_auc.py``, no test video read).
+
+The rule, fixed before any test number of these runs was read: among every (candidate, score signal, temporal
+smoothing) the highest mean validation micro AUC over the 3 injections wins; signals are each of FFP's per-frame
+signals alone (PSNR negated), smoothing sigma 0, 2 or 4 frames.
+
+Only after the choice, the test AUC of every row is read from the runs' ``scores.csv`` (written by the test stage
+of vad.train) and printed beside its validation AUC, as the report of each lever's effect; it plays no part in the
+choice. Writes ``experiments/results/ffp_cpu_preset.md`` (the text below the :data:`DISCUSSION` marker is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vad import scoring
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+from validation_auc import validate  # noqa: E402
+
+RESULTS = REPO / "experiments" / "results" / "ffp_cpu_preset.md"
+DISCUSSION = "<!-- discussion: kept by the script -->"
+SEEDS = [0, 1, 2]
+SMOOTHING = [0.0, 2.0, 4.0]
+HELD_OUT = ["dataset.val_videos=2", "trainer.check_val_every_n_epoch=null"]
+#: name -> (what it tries, vad.train overrides)
+CANDIDATES: dict[str, tuple[str, list[str]]] = {
+    "w32_128": (
+        "128x128, U-Net width 32, PatchGAN 64-256, batch 4, 3000 it, no flow term",
+        [
+            "experiment=ffp_ped2_cpu64",
+            "dataset.image_size=[128,128]",
+            "model.generator.features=32",
+            "model.discriminator.features=[64,128,256,256]",
+            "dataset.batch_size=4",
+            "trainer.max_steps=3000",
+            "model.optim.milestones=[2400]",
+            "trainer.val_check_interval=3000",
+            *HELD_OUT,
+        ],
+    ),
+}
+
+
+def train(name: str, overrides: list[str], data: Path, out: Path) -> Path:
+    run = out / name
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        print(f"{name}: reusing {ckpt}", flush=True)
+        return ckpt
+    command = [sys.executable, "-m", "vad.train", *overrides, f"paths.data_dir={data}", f"hydra.run.dir={run}"]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return ckpt
+
+
+def test_auc(scores_csv: Path, signal: str, sigma: float) -> tuple[float, float] | None:
+    """Micro and macro test AUC of one signal of a run's scores.csv; None when the run was not tested."""
+    if not scores_csv.is_file():
+        return None
+    rows = list(csv.DictReader(scores_csv.open()))
+    videos = []
+    for name in dict.fromkeys(r["video"] for r in rows):
+        own = [r for r in rows if r["video"] == name]
+        videos.append(
+            scoring.VideoSignals(
+                name,
+                np.array([int(r["frame"]) for r in own]),
+                np.array([int(r["label"]) for r in own]),
+                {signal: np.array([float(r[signal]) for r in own])},
+            )
+        )
+    result = scoring.evaluate(videos, {signal: -1.0 if signal == "psnr" else 1.0}, smoothing=sigma)
+    return result.auc_micro, result.auc_macro
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder holding ped2/ (paths.data_dir)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the candidates' runs")
+    parser.add_argument("--only-choose", action="store_true", help="train nothing; every run must exist")
+    args = parser.parse_args()
+    data, out = args.data.resolve(), args.out.resolve()
+    cache = REPO / ".cache" / "frames"
+    rows = []  # (name, signal, sigma, val micro mean, val micro sd, val macro mean)
+    start = time.perf_counter()
+    for name, (_, overrides) in CANDIDATES.items():
+        ckpt = out / name / "checkpoints" / "last.ckpt"
+        if not args.only_choose:
+            ckpt = train(name, overrides, data, out)
+        if not ckpt.is_file():
+            raise SystemExit(f"{ckpt} does not exist: train the candidate {name} first (run without --only-choose)")
+        for label, pairs in validate(ckpt, data, cache, SEEDS, SMOOTHING).items():
+            if label.startswith(("score ", "copy-last")):
+                continue  # the configured score repeats a signal; copy-last is the floor, not a candidate
+            signal, _, smoothed = label.partition(", smoothed sigma ")
+            micro = [p[0] for p in pairs]
+            macro = [p[1] for p in pairs]
+            rows.append((name, signal, float(smoothed or 0), statistics.mean(micro), statistics.stdev(micro),
+                         statistics.mean(macro)))  # fmt: skip
+    validation_seconds = time.perf_counter() - start
+    best = max(rows, key=lambda r: r[3])
+    # the choice is made: only now are the test numbers read, for the report
+    lines = [
+        "| candidate | score signal | smoothing sigma | val micro AUC (3 injections) | val macro AUC "
+        "| test micro AUC | test macro AUC |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(rows, key=lambda r: -r[3]):
+        name, signal, sigma, micro, sd, macro = row
+        tested = test_auc(out / name / "scores.csv", signal, sigma)
+        test = f"{tested[0]:.4f} | {tested[1]:.4f}" if tested else "not tested | "
+        mark = "**" if row is best else ""
+        lines.append(f"| {mark}{name}{mark} | {signal} | {sigma:g} | {micro:.4f} ± {sd:.4f} | {macro:.4f} | {test} |")
+    walls = {}
+    for name in CANDIDATES:
+        metrics = out / name / "metrics.json"
+        if metrics.is_file():
+            saved = json.loads(metrics.read_text())
+            walls[name] = (saved.get("train_seconds"), saved.get("test_seconds"))
+    header = [
+        "# FFP's CPU preset on Ped2: the choice by validation AUC",
+        "",
+        f"`python experiments/ffp_cpu_preset.py --data <folder holding ped2> --out <runs>`; validation on seeds {SEEDS}"
+        f" of the injected pseudo-anomalies, smoothing sigmas {SMOOTHING}, {validation_seconds:.0f} s. Rule: highest"
+        " mean validation micro AUC. Test columns read after the choice, from each run's scores.csv (last"
+        " checkpoint, ped2.mat labels, per-video min-max), never used to choose.",
+        "",
+        f"**Chosen: {best[0]} scored by {best[1]}" + (f", smoothed sigma {best[2]:g}" if best[2] else "") + "**",
+        "",
+        "Candidates: " + "; ".join(f"`{n}`: {what}" for n, (what, _) in CANDIDATES.items()),
+        "",
+        "Wall (train s, test s): " + "; ".join(f"{n}: {w}" for n, w in walls.items()),
+        "",
+    ]
+    text = "\n".join(header + lines) + "\n"
+    print(text)
+    kept = RESULTS.read_text().partition(DISCUSSION)[2] if RESULTS.is_file() else "\n"
+    RESULTS.write_text(f"{text}\n{DISCUSSION}{kept}")
+
+
+if __name__ == "__main__":
+    main()
