@@ -3,18 +3,23 @@
 Measures, side by side in one run and for each channel setting (grey, as Ped1/Ped2 are configured, and RGB), training
 clips per second of
 
-    (a) VideoDataModule.train_dataloader()  (cache built beforehand; its build time is reported separately)
+    (a) VideoDataModule.train_dataloader()  (cache built beforehand; its build time is reported separately): the
+        uint8 batches it ships, which the method converts to float32 in [-1, 1] on its device
+    (a+f) the batches of (a) converted by that conversion (vad.data.clips.frames_to_float), here on the CPU: the loader
+        plus the device-side conversion, as a CPU training pays it (on a GPU the conversion runs on the GPU)
     (b) a DataLoader whose dataset decodes (cv2.imread, grey or colour) and resizes the clip_len frame files of every
-        sample, as the reference ports do, then converts them the same way; same batch size, workers and shuffling
-    (c) bare memory-map slicing: random clip starts sliced from the cached arrays, converted into one batch buffer
-        the same way, in a plain loop (no Dataset, no DataLoader)
-    (d) as (c) but without the float conversion: the uint8 batches a loader would ship if the conversion to
-        [-1, 1] ran on the GPU after the transfer (for reference; not what the datamodule does)
+        sample and converts each to float32 in [-1, 1], as the reference ports do; same batch size, workers and
+        shuffling
+    (c) bare memory-map slicing: random clip starts sliced from the cached arrays into one uint8 batch buffer (the
+        items of (a)), in a plain loop (no Dataset, no DataLoader)
+    (d) as (c), converted into one float32 batch buffer on the host (vad.data.clips.clips_to_tensor: the float items
+        the loader shipped before the conversion moved to the device; for reference)
 
-Goals: (a) >= 20x (b) and (a) >= 0.8x (c). Rounds are interleaved (every method of every channel setting, then
-again): the methods of one round run within seconds of each other, under about the same load from the other users
-of a shared machine, so each ratio is the median over rounds of that round's ratio; tables hold median rates. The
-load average is recorded before and after. Results go to experiments/results/bench_data.md.
+Goals: (a) >= 20x (b) and (a) >= 0.8x (c); (a+f) / (b) is reported beside (a) / (b). Rounds are interleaved (every
+method of every channel setting, then again): the methods of one round run within seconds of each other, under about
+the same load from the other users of a shared machine, so each ratio is the median over rounds of that round's
+ratio; tables hold median rates. The load average is recorded before and after. Results go to
+experiments/results/bench_data.md.
 
     python experiments/bench_data.py                          # the real Ped2 copy if present, else synthetic data
     python experiments/bench_data.py --root ../shared/data/ped2 --channels 1 --seconds 5 --rounds 3
@@ -38,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vad.data.clips import ClipDataset, clip_to_tensor, clips_to_tensor, collate_clips
+from vad.data.clips import ClipDataset, clip_to_tensor, clips_to_tensor, collate_clips, frames_to_float
 from vad.data.datamodule import VideoDataModule
 from vad.data.frames import resize
 from vad.data.layout import KNOWN_DATASETS
@@ -48,10 +53,11 @@ SHARED_PED2 = Path(os.environ.get("VAD_SHARED_DATA", REPO.parent / "shared" / "d
 RESULTS = REPO / "experiments" / "results" / "bench_data.md"
 GOAL_JPEG, GOAL_BARE = 20.0, 0.8
 LABELS = {
-    "a": "(a) VideoDataModule train loader",
-    "b": "(b) per-sample JPEG decode + resize",
-    "c": "(c) bare memmap slicing",
-    "d": "(d) bare memmap slicing, uint8 (no float conversion)",
+    "a": "(a) VideoDataModule train loader (uint8 batches)",
+    "af": "(a+f) (a) + float conversion on the device (CPU here)",
+    "b": "(b) per-sample JPEG decode + resize + float",
+    "c": "(c) bare memmap slicing, uint8",
+    "d": "(d) bare memmap slicing + host float conversion",
 }
 
 
@@ -59,7 +65,8 @@ class JpegClips(Dataset):
     """The same clips as a ClipDataset, but every sample decodes and resizes its frame files (no cache).
 
     Decodes with cv2.imread straight to grey (IMREAD_GRAYSCALE decodes only the luma of a JPEG, the cheapest way to
-    a grey frame) or to BGR, reordered to RGB while the clip is made planar; the float conversion is the datasets'.
+    a grey frame) or to BGR, reordered to RGB while the clip is made planar, then converts it to float32 in [-1, 1]
+    per sample as the reference ports do (the values frames_to_float gives).
     """
 
     def __init__(self, clips: ClipDataset, size: tuple[int, int], channels: int) -> None:
@@ -87,7 +94,8 @@ class JpegClips(Dataset):
 def bare_memmap_batches(clips: ClipDataset, batch_size: int, seed: int, as_float: bool) -> Iterator[torch.Tensor]:
     """Endless batches of random clips sliced straight from the cached arrays (no Dataset, no DataLoader).
 
-    ``as_float``: the datasets' conversion (float32 (B, T, C, H, W) in [-1, 1]); else uint8 (B, T, C, H, W).
+    ``as_float``: converted on the host (float32 (B, T, C, H, W) in [-1, 1]); else uint8 (B, T, C, H, W), the
+    datasets' items.
     """
     rng = np.random.default_rng(seed)
     arrays = [clips.frames(v) for v in range(len(clips.videos))]
@@ -104,6 +112,12 @@ def bare_memmap_batches(clips: ClipDataset, batch_size: int, seed: int, as_float
 def endless(loader: DataLoader) -> Iterator:
     while True:
         yield from loader
+
+
+def converted(batches: Iterator[dict]) -> Iterator[torch.Tensor]:
+    """The frames of each batch converted as the method does on its device (here the CPU)."""
+    for batch in batches:
+        yield frames_to_float(batch["frames"])
 
 
 def clips_per_second(batches: Iterator, batch_size: int, seconds: float) -> tuple[float, float]:
@@ -163,7 +177,7 @@ def dataset_root(args: argparse.Namespace, scratch: Path) -> tuple[Path, str, st
 
 
 def methods_for(args: argparse.Namespace, root: Path, name: str, channels: int, scratch: Path) -> tuple[dict, dict]:
-    """The four batch sources of one channel setting, and facts about its cache build."""
+    """The batch sources of one channel setting, and facts about its cache build."""
     size = (args.size[0], args.size[1])
     dm = VideoDataModule(
         name,
@@ -192,9 +206,10 @@ def methods_for(args: argparse.Namespace, root: Path, name: str, channels: int, 
     )
     methods: dict[str, Callable[[], Iterator]] = {
         "a": lambda: endless(dm.train_dataloader()),
+        "af": lambda: converted(endless(dm.train_dataloader())),
         "b": lambda: endless(jpeg_loader),
-        "c": lambda: bare_memmap_batches(train, args.batch_size, 0, as_float=True),
-        "d": lambda: bare_memmap_batches(train, args.batch_size, 0, as_float=False),
+        "c": lambda: bare_memmap_batches(train, args.batch_size, 0, as_float=False),
+        "d": lambda: bare_memmap_batches(train, args.batch_size, 0, as_float=True),
     }
     return methods, facts
 
@@ -226,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
                     wall, cpu = clips_per_second(make(), args.batch_size, args.seconds)
                     runs[channels][key].append((wall, cpu))
                     print(
-                        f"  {round_ + 1}/{args.rounds}  c{channels}  {LABELS[key]:<52} {wall:8.1f} clips/s "
+                        f"  {round_ + 1}/{args.rounds}  c{channels}  {LABELS[key]:<54} {wall:8.1f} clips/s "
                         f"({cpu:.1f} per CPU s)",
                         flush=True,
                     )
@@ -235,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     for channels in channel_settings:
         print(
             f"c{channels}: (a)/(b) = {ratio(runs[channels], 'b'):.1f}x (goal >= {GOAL_JPEG:g}x)    "
+            f"(a+f)/(b) = {ratio(runs[channels], 'b', of='af'):.1f}x    "
             f"(a)/(c) = {ratio(runs[channels], 'c'):.2f}x (goal >= {GOAL_BARE:g}x)"
         )
     write_table(args, described, facts, runs, (load_before, load_after))
@@ -277,7 +293,8 @@ def write_table(
         f"Python {platform.python_version()}; {args.threads} torch and OpenCV thread(s) (`--threads`)",
         f"- Data: {described}; training split",
         f"- Clips: {h}x{w}, clip_len {args.clip_len}, stride 1, batch {args.batch_size}, {args.workers} DataLoader "
-        "workers in (a) and (b); items float32 (T, C, H, W) in [-1, 1]",
+        "workers in (a) and (b); the loader's items uint8 (T, C, H, W), converted to float32 in [-1, 1] by the method "
+        "on its device ((a+f): that conversion on this CPU); (b)'s items float32, converted per sample",
         f"- {args.rounds} interleaved rounds of {args.seconds:g} s per method; median rates shown, every round "
         "listed; each ratio is the median over rounds of the ratio within a round (the methods of a round run within "
         "seconds of each other). Clips per CPU second (this process, all its threads) is less sensitive to other "
@@ -301,20 +318,23 @@ def write_table(
         for key, label in LABELS.items():
             shown = ", ".join(f"{r[0]:.1f}" for r in rates[key])
             sections.append(f"| {label} | {wall[key]:.1f} | {cpu[key]:.1f} | {shown} |")
-        jpeg, bare = ratio(rates, "b"), ratio(rates, "c")
+        jpeg, bare, with_float = ratio(rates, "b"), ratio(rates, "c"), ratio(rates, "b", of="af")
         sections += [
             "",
             f"(a)/(b) = **{jpeg:.1f}x** (goal >= {GOAL_JPEG:g}x; per CPU second {ratio(rates, 'b', cpu=True):.1f}x); "
+            f"with the float conversion on the device, here the CPU, (a+f)/(b) = **{with_float:.1f}x** (per CPU "
+            f"second {ratio(rates, 'b', cpu=True, of='af'):.1f}x); "
             f"(a)/(c) = **{bare:.2f}x** (goal >= {GOAL_BARE:g}x; per CPU second {ratio(rates, 'c', cpu=True):.2f}x). "
-            f"Bare slicing to the same float32 items, (c), bounds (a): it is {ratio(rates, 'b', of='c'):.1f}x (b); "
-            f"the float conversion is {1 - wall['c'] / wall['d']:.0%} of its time per clip ((c) against (d)). "
-            f"Shipping uint8 and converting on the GPU, (d), would be {ratio(rates, 'b', of='d'):.0f}x (b).",
+            f"Bare slicing to the same uint8 items, (c), bounds (a): it is {ratio(rates, 'b', of='c'):.1f}x (b). "
+            f"The conversion is {1 - wall['af'] / wall['a']:.0%} of (a+f)'s time per clip ((a) against (a+f)) and "
+            f"{1 - wall['d'] / wall['c']:.0%} of (d)'s ((c) against (d)); bare slicing converted on the host, (d), "
+            f"is {ratio(rates, 'b', of='d'):.1f}x (b).",
             "",
         ]
         summary.append(
             f"- {channels} channel{'s' if channels > 1 else ''} ({kind}): {jpeg:.1f}x the per-clip JPEG loader "
-            f"{verdict(jpeg, GOAL_JPEG)} of {GOAL_JPEG:g}x; {bare:.2f}x bare slicing {verdict(bare, GOAL_BARE)} of "
-            f"{GOAL_BARE:g}x."
+            f"{verdict(jpeg, GOAL_JPEG)} of {GOAL_JPEG:g}x ({with_float:.1f}x with the float conversion on this CPU); "
+            f"{bare:.2f}x bare slicing {verdict(bare, GOAL_BARE)} of {GOAL_BARE:g}x."
         )
     lines += ["## Goals", "", *summary, "", *sections]
     args.out.parent.mkdir(parents=True, exist_ok=True)

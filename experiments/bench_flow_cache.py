@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset, collate_clips
+from vad.data.clips import ClipDataset, collate_clips, frames_to_float
 from vad.data.flows import FlowCache
 from vad.data.layout import open_dataset
 from vad.data.synthetic import generate
@@ -75,7 +75,7 @@ def cached_loop(dataset: ClipDataset, plan: list[list[int]]) -> float:
 def per_batch_loop(dataset: ClipDataset, plan: list[list[int]], dis: DISFlow) -> float:
     start = time.perf_counter()
     for indices in plan:
-        frames = collate_clips(dataset.__getitems__(indices))["frames"]
+        frames = frames_to_float(collate_clips(dataset.__getitems__(indices))["frames"])
         a, b = frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)
         flows = dis(a, b).unflatten(0, (frames.shape[0], CLIP_LEN - 1))
         assert flows.shape[1] == CLIP_LEN - 1

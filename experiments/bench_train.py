@@ -14,7 +14,7 @@ Prints (and writes to experiments/results/bench_train.md):
 Repeats are interleaved so a noisy, shared machine hurts both sides alike; medians are reported.
 
     python experiments/bench_train.py                         # CPU-sized (64x64, width 32) on the real Ped2 copy
-    python experiments/bench_train.py --features 16 --batch 8 --flow none   # as experiment=ffp_ped2_cpu
+    python experiments/bench_train.py --features 16 --batch 8 --flow none   # as experiment=ffp_ped2_cpu64
     python experiments/bench_train.py --size 256 --features 64 --device cuda --precision bf16-mixed
     python experiments/bench_train.py --reference-step      # only 4. below (128x128, batch 4, width 64, no flow)
 
@@ -238,7 +238,7 @@ def main() -> None:
         choices=("lk", "none"),
         default="lk",
         help="flow term with the Lucas-Kanade estimator (its warps and elementwise solves are not counted as FLOPs), "
-        "or none (as in experiment=ffp_ped2_cpu)",
+        "or none (as in experiment=ffp_ped2_cpu64)",
     )
     parser.add_argument("--eval-batch", type=int, default=32)
     parser.add_argument("--eval-frames", type=int, default=300, help="frames of the batch-1 reference loop")
@@ -444,8 +444,9 @@ class ReferenceStep:
 
 
 class SuiteStep:
-    """One suite iteration: a batch of clips from the frame cache (as the training loader gives it), then the G and
-    D steps of vad.methods.ffp as the LightningModule runs them (PlainFFP)."""
+    """One suite iteration: a batch of clips from the frame cache (as the training loader gives it: uint8), converted
+    to float by the module (``prepare_batch``, as Lightning's batch transfer does), then the G and D steps of
+    vad.methods.ffp as the LightningModule runs them (PlainFFP)."""
 
     def __init__(self, args: argparse.Namespace, clips: object) -> None:
         from vad.data.clips import collate_clips
@@ -461,7 +462,8 @@ class SuiteStep:
         n = len(self.clips)
         indices = [(self.next + i * 97) % n for i in range(self.args.batch)]
         self.next += 1
-        self.plain.step(self.collate(self.clips.__getitems__(indices))["frames"])
+        batch = self.plain.model.prepare_batch(self.collate(self.clips.__getitems__(indices)))
+        self.plain.step(batch["frames"])
 
 
 def reference_comparison(args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ from sklearn.metrics import roc_auc_score
 
 from vad import losses, scoring
 from vad.build import build_datamodule, build_model
-from vad.data.clips import ClipDataset, clips_to_tensor
+from vad.data.clips import ClipDataset, clips_to_tensor, frames_to_float
 from vad.methods.base import CONFIG_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def held_out_quality(checkpoint: Path, cache_dir: Path) -> dict[str, float]:
     with torch.no_grad():
         for start in range(0, len(held_out), 32):
             items = held_out.__getitems__(list(range(start, min(start + 32, len(held_out)))))
-            frames = torch.stack([item["frames"] for item in items])
+            frames = frames_to_float(torch.stack([item["frames"] for item in items]))
             copied.append(losses.psnr(frames[:, -2], frames[:, -1]))
             for name, value in model.frame_signals({"frames": frames}).items():  # every candidate emits psnr
                 signals.setdefault(name, []).append(value)

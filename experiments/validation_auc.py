@@ -49,6 +49,7 @@ def signals_on(model: torch.nn.Module, datamodule: object) -> dict[str, np.ndarr
     records: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
+            batch = model.prepare_batch(batch)  # the loader's uint8 frames -> float32 in [-1, 1]
             values = {k: v.double().numpy() for k, v in model.frame_signals(batch).items()}
             values["copy_last_psnr"] = losses.psnr(batch["frames"][:, -2], batch["frames"][:, -1]).double().numpy()
             values["video_id"] = batch["video_id"].numpy()

@@ -22,9 +22,11 @@ from moving_blobs import BlobClips, moving_blobs
 from vad import losses, panels
 from vad.build import build_datamodule, build_model
 from vad.callbacks import SampleGrids
+from vad.data.clips import clips_to_tensor, frames_to_float
 from vad.errors import ConfigError
 from vad.flow import LucasKanade
-from vad.methods.base import LIGHTNING_TESTED, Clip, FramePredictor, FrozenNet, Prediction, _uncounted
+from vad.methods.base import LIGHTNING_TESTED, Clip, FramePredictor, FrozenNet, Prediction, VADModule, _uncounted
+from vad.methods.copy_last import CopyLast
 from vad.methods.ffp import FFP
 from vad.methods.mnad import MNAD
 
@@ -116,6 +118,71 @@ def test_split_clip_cuts_prediction_and_reconstruction_clips() -> None:
     assert torch.equal(clip.stacked, one[:, 0])
     assert torch.equal(clip.target, one[:, 0])
     assert torch.equal(clip.last, one[:, 0])
+
+
+# ------------------------------------------------------------------------------ batches: uint8 in, float in the steps
+def test_prepare_batch_moves_the_batch_and_converts_only_its_frame_entries() -> None:
+    model = CopyLast(channels=1, clip_len=2)
+    frames = torch.randint(0, 256, (3, 2, 1, 4, 4), dtype=torch.uint8)
+    batch = {
+        "frames": frames,
+        "target": frames[:, -1].clone(),
+        "video": ["a", "b", "c"],
+        "index": torch.arange(3),
+        "pseudo_bound": torch.full((3,), 0.5, dtype=torch.float64),
+    }
+    out = model.prepare_batch(batch)
+    assert out["frames"].dtype == out["target"].dtype == torch.float32
+    assert torch.equal(out["frames"], frames_to_float(frames))
+    assert torch.equal(out["target"], frames_to_float(frames[:, -1]))
+    assert out["index"].dtype == torch.int64
+    assert out["pseudo_bound"].dtype == torch.float64
+    assert out["video"] == ["a", "b", "c"]
+    assert batch["frames"] is frames  # the caller's batch is left as it was
+    again = model.prepare_batch(out)
+    assert again["frames"] is out["frames"]  # float frames pass unchanged
+
+
+class FramesSeen(VADModule):
+    """Records the frames its validation steps see."""
+
+    signals = ("psnr",)
+    trainable = False
+
+    def __init__(self) -> None:
+        super().__init__(channels=1, clip_len=2)
+        self.seen: list[torch.Tensor] = []
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self.seen.append(batch["frames"])
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("32-true", torch.float32), ("bf16-true", torch.bfloat16)])
+def test_the_steps_see_float_frames_in_the_trainers_precision(precision: str, dtype: torch.dtype) -> None:
+    """Lightning converts a batch's float tensors to a true precision before the transfer, when the frames are still
+    uint8; after the conversion on the device they get the same one."""
+    frames = torch.randint(0, 256, (2, 2, 1, 4, 4), dtype=torch.uint8)
+    model = FramesSeen()
+    trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    trainer.validate(model, DataLoader([{"frames": frames}], batch_size=None, collate_fn=lambda b: b), verbose=False)
+    (seen,) = model.seen
+    assert seen.dtype == dtype
+    assert torch.equal(seen, frames_to_float(frames).to(dtype))
+
+
+def test_the_loops_outside_the_trainer_convert_the_loaders_batches(tmp_path: Path) -> None:
+    cfg = hydra_job("train", [*tiny_dataset(tmp_path / "tiny"), "model=copy_last"], tmp_path / "run", tmp_path)
+    model = build_model(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    loader = datamodule.training_frames_dataloader()
+    assert all(batch["frames"].dtype == torch.uint8 for batch in loader)
+    host = [{**batch, "frames": clips_to_tensor(list(batch["frames"].numpy()))} for batch in loader]
+    got, want = model.collect_signals(loader), model.collect_signals(host)
+    assert len(got["psnr"]) == len(loader.dataset)
+    assert np.isfinite(got["psnr"]).all()
+    np.testing.assert_array_equal(got["psnr"], want["psnr"])
 
 
 # ---------------------------------------------------------------------------------------------- frozen nets

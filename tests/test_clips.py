@@ -1,4 +1,5 @@
-"""Clip datasets: exact clip counts, target indices, labels and pixel values; short videos; pickling."""
+"""Clip datasets: exact clip counts, target indices, labels and pixel values (uint8 items, converted to float
+bit-identically where the method runs); short videos; pickling."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import torch
 from torch.utils.data import default_collate
 
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset, TestClipDataset, clip_to_tensor, clips_to_tensor, collate_clips
+from vad.data.clips import (
+    ClipDataset,
+    TestClipDataset,
+    _torch_to_float,
+    clip_to_tensor,
+    clips_to_tensor,
+    collate_clips,
+    frames_to_float,
+    stack_clips,
+)
 from vad.data.index import FrameSource, Video
 from vad.errors import DataError
 
@@ -44,9 +54,10 @@ def built_cache(tmp_path: Path, videos: list[Video]) -> FrameCache:
 
 
 def expected_clip(video: int, target: int, clip_len: int, stride: int) -> torch.Tensor:
+    """The uint8 values of the clip ending at ``target`` (every pixel of a channel alike)."""
     indices = [target - (clip_len - 1 - k) * stride for k in range(clip_len)]
-    values = torch.tensor([[frame_value(video, i) + c for c in range(3)] for i in indices], dtype=torch.float32)
-    return (values / 127.5 - 1.0)[:, :, None, None].expand(clip_len, 3, H, W)
+    values = torch.tensor([[frame_value(video, i) + c for c in range(3)] for i in indices], dtype=torch.uint8)
+    return values[:, :, None, None].expand(clip_len, 3, H, W)
 
 
 @pytest.mark.parametrize(("clip_len", "stride"), [(5, 1), (3, 2), (1, 1), (2, 3)])
@@ -62,10 +73,14 @@ def test_every_clip_once_with_exact_targets_and_pixels(tmp_path: Path, clip_len:
     assert [(it["video_id"], it["index"]) for it in items] == expected_order
     assert [it["video"] for it in items] == [f"v{v}" for v, _ in expected_order]
     for it, (v, t) in zip(items, expected_order, strict=True):
-        assert it["frames"].dtype == torch.float32
+        assert it["frames"].dtype == torch.uint8  # the cached values; the method converts them on its device
         assert it["frames"].shape == (clip_len, 3, H, W)
         assert it["frames"].is_contiguous()
-        assert torch.allclose(it["frames"], expected_clip(v, t, clip_len, stride), atol=1e-6, rtol=0)
+        expected = expected_clip(v, t, clip_len, stride)
+        assert torch.equal(it["frames"], expected)
+        converted = frames_to_float(it["frames"])
+        assert converted.dtype == torch.float32
+        assert torch.allclose(converted, expected.float() / 127.5 - 1.0, atol=1e-6, rtol=0)
         assert it["label"] == 0
     assert [list(data.targets(v)) for v in range(3)] == [list(range(span, n)) for n in lengths]
     with pytest.raises(IndexError):
@@ -84,11 +99,63 @@ def test_every_uint8_value_maps_to_value_over_127_5_minus_one() -> None:
     np.testing.assert_array_equal(values[1], -values[0])  # 255 - v maps to minus the value of v
 
 
+def as_bits(t: torch.Tensor) -> np.ndarray:
+    """The float32 values' bit patterns: equal bits, equal values (no tolerance, -0.0 told from 0.0)."""
+    return t.contiguous().numpy().view(np.uint32)
+
+
+@pytest.mark.parametrize("convert", [frames_to_float, _torch_to_float], ids=["cpu", "torch kernels"])
+def test_the_device_conversion_is_bit_identical_to_the_host_conversion_for_every_value(convert) -> None:
+    # frames_to_float runs numpy's arithmetic on the CPU and torch's kernels on an accelerator: both checked here
+    levels = torch.arange(256, dtype=torch.uint8)
+    host = clip_to_tensor(levels.numpy().reshape(1, 1, 16, 16)).reshape(256)
+    converted = convert(levels)
+    assert converted.dtype == torch.float32
+    assert converted.device == levels.device
+    np.testing.assert_array_equal(as_bits(converted), as_bits(host))
+    assert converted[[0, 255]].tolist() == [-1.0, 1.0]
+    # any shape and layout: a strided view converts to the same values, in its own shape
+    clip = torch.from_numpy(np.stack([levels.numpy().reshape(2, 8, 16), levels.numpy()[::-1].reshape(2, 8, 16)]))
+    view = clip.permute(0, 1, 3, 2)
+    np.testing.assert_array_equal(as_bits(convert(view)), as_bits(clip_to_tensor(view.numpy().copy())))
+    batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 4, 2, 5, 7), dtype=np.uint8))
+    np.testing.assert_array_equal(as_bits(convert(batch)), as_bits(clips_to_tensor(list(batch.numpy()))))
+    assert convert(batch[:0]).shape == (0, 4, 2, 5, 7)
+
+
+def test_the_conversion_passes_float_frames_and_refuses_other_dtypes() -> None:
+    floats = torch.rand(2, 3, 1, 4, 4) * 2 - 1
+    assert frames_to_float(floats) is floats  # already converted: unchanged, not copied
+    half = floats.half()
+    assert frames_to_float(half) is half
+    for dtype in (torch.int64, torch.int8, torch.bool):
+        with pytest.raises(TypeError, match=rf"frames must be uint8 \(0..255\) or floating point .*got {dtype}"):
+            frames_to_float(torch.zeros(2, 2, dtype=dtype))
+
+
+def test_a_real_ped2_batch_converts_exactly_as_the_host_did(ped2_root: Path, tmp_path: Path) -> None:
+    from vad.data.layout import open_dataset
+
+    video = open_dataset("ped2", ped2_root).test[0]
+    cache = FrameCache(tmp_path / "cache", (256, 256), channels=3)
+    cache.build([video], "ped2/testing", progress=False)
+    data = TestClipDataset([video], cache, "ped2/testing", clip_len=5)
+    indices = [0, 40, 90, len(data) - 1]
+    batch = collate_clips(data.__getitems__(indices))
+    assert batch["frames"].dtype == torch.uint8
+    assert batch["frames"].shape == (4, 5, 3, 256, 256)
+    host = clips_to_tensor([data.clip(*data.locate(i)) for i in indices])  # the float items the loader shipped before
+    assert len(np.unique(batch["frames"].numpy())) > 100  # real footage, many grey levels
+    np.testing.assert_array_equal(as_bits(frames_to_float(batch["frames"])), as_bits(host))
+    np.testing.assert_array_equal(as_bits(_torch_to_float(batch["frames"])), as_bits(host))
+
+
 def test_clips_of_different_shapes_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"clip 1 is uint8 \(2, 1, 4, 4\)"):
-        clips_to_tensor([np.zeros((3, 1, 4, 4), np.uint8), np.zeros((2, 1, 4, 4), np.uint8)])
-    with pytest.raises(ValueError, match="clip 0 is float32"):
-        clips_to_tensor([np.zeros((3, 1, 4, 4), np.float32)])
+    for stack in (clips_to_tensor, stack_clips):
+        with pytest.raises(ValueError, match=r"clip 1 is uint8 \(2, 1, 4, 4\)"):
+            stack([np.zeros((3, 1, 4, 4), np.uint8), np.zeros((2, 1, 4, 4), np.uint8)])
+        with pytest.raises(ValueError, match="clip 0 is float32"):
+            stack([np.zeros((3, 1, 4, 4), np.float32)])
 
 
 def test_batched_items_are_collated_without_a_copy(tmp_path: Path) -> None:
@@ -113,6 +180,8 @@ def test_batched_items_are_collated_without_a_copy(tmp_path: Path) -> None:
     assert torch.equal(swapped["frames"], expected.flip(0))
     assert swapped["frames"].data_ptr() != items[0]["frames"].data_ptr()
 
+    assert batch["frames"].dtype == torch.uint8
+
     fallback = collate_clips(singles)  # separate tensors: stacked
     assert torch.equal(fallback["frames"], expected)
     assert fallback["frames"].data_ptr() != singles[0]["frames"].data_ptr()
@@ -122,6 +191,16 @@ def test_batched_items_are_collated_without_a_copy(tmp_path: Path) -> None:
     for key in ("video_id", "index", "label"):
         assert batch[key].dtype == reference[key].dtype == torch.int64
         assert torch.equal(batch[key], reference[key])
+
+
+def test_a_batch_mixing_uint8_and_float_frames_is_collated_as_float(tmp_path: Path) -> None:
+    videos = make_videos(tmp_path / "src", [9])
+    data = ClipDataset(videos, built_cache(tmp_path, videos), "toy", clip_len=3)
+    items = data.__getitems__([0, 1, 2])
+    converted = frames_to_float(items[1]["frames"])
+    mixed = collate_clips([items[0], {**items[1], "frames": converted}, items[2]])
+    assert mixed["frames"].dtype == torch.float32
+    assert torch.equal(mixed["frames"], frames_to_float(collate_clips(items)["frames"]))
 
 
 def test_test_dataset_labels_and_clip_len_one_keeps_every_frame(tmp_path: Path) -> None:

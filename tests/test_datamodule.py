@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from vad.data.clips import frames_to_float
 from vad.data.datamodule import VideoDataModule
 from vad.errors import ConfigError, DataError
 
@@ -47,11 +48,15 @@ def module(root: Path, tmp_path: Path, **overrides) -> VideoDataModule:
 def batches_to_pairs(loader) -> list[tuple[str, int]]:
     pairs = []
     for batch in loader:
-        assert batch["frames"].dtype == torch.float32
+        assert batch["frames"].dtype == torch.uint8  # shipped uint8: the method converts on its device
         assert batch["frames"].shape[1:] == (3, 1, 8, 8)
-        for name, target, frames in zip(batch["video"], batch["index"].tolist(), batch["frames"], strict=True):
+        converted = frames_to_float(batch["frames"])
+        for name, target, frames, floats in zip(
+            batch["video"], batch["index"].tolist(), batch["frames"], converted, strict=True
+        ):
             # The clip's last frame is the target frame of that video.
-            assert frames[-1, 0, 0, 0].item() == pytest.approx(frame_value("training", name, target) / 127.5 - 1)
+            assert frames[-1, 0, 0, 0].item() == frame_value("training", name, target)
+            assert floats[-1, 0, 0, 0].item() == pytest.approx(frame_value("training", name, target) / 127.5 - 1)
             pairs.append((name, target))
     return pairs
 
@@ -81,11 +86,18 @@ def test_test_loader_in_order_with_labels_and_video_info(ffp_root: Path, tmp_pat
     dm.prepare_data()
     with pytest.warns(UserWarning, match="video '02' is shorter than one clip"):
         dm.setup("test")
+    batches = list(dm.test_dataloader())
     rows = [
         (name, target, label)
-        for batch in dm.test_dataloader()
+        for batch in batches
         for name, target, label in zip(batch["video"], batch["index"].tolist(), batch["label"].tolist(), strict=True)
     ]
+    for batch in batches:
+        assert batch["frames"].dtype == torch.uint8
+        assert batch["frames"].shape[1:] == (3, 1, 8, 8)
+        targets = zip(batch["video"], batch["index"].tolist(), strict=True)
+        last = [frame_value("testing", name, target) for name, target in targets]
+        assert batch["frames"][:, -1, 0, 0, 0].tolist() == last
     assert rows == [("01", t, TEST_LABELS["01"][t]) for t in range(2, 6)] + [
         ("03", t, TEST_LABELS["03"][t]) for t in range(2, 7)
     ]
@@ -116,9 +128,11 @@ def test_validation_split_is_deterministic_and_disjoint(ffp_root: Path, tmp_path
 
     dm = module(ffp_root, tmp_path, val_videos=2, seed=0, val_pseudo=TINY_VAL)
     dm.setup("fit")
+    val_batches = list(dm.val_dataloader())
+    assert all(batch["frames"].dtype == torch.uint8 for batch in val_batches)  # injected videos too
     pairs = [
         (name, target)
-        for batch in dm.val_dataloader()
+        for batch in val_batches
         for name, target in zip(batch["video"], batch["index"].tolist(), strict=True)
     ]
     assert pairs == [(v, t) for v in val for t in range(2, TRAIN_LENGTHS[v])]
@@ -200,6 +214,8 @@ def test_real_ped2_test_set(ped2_root: Path, tmp_path: Path) -> None:
     assert sum(int(v.labels.sum()) for v in info) == 1648
     batch = next(iter(dm.test_dataloader()))
     assert batch["frames"].shape == (64, 5, 3, 64, 64)
+    assert batch["frames"].dtype == torch.uint8
     assert batch["index"].tolist() == list(range(4, 68))
     assert batch["label"].tolist() == [0] * 56 + [1] * 8  # video 01 is anomalous from frame 61 (1-indexed)
-    assert -1.0 <= batch["frames"].min() < batch["frames"].max() <= 1.0
+    frames = frames_to_float(batch["frames"])
+    assert -1.0 <= frames.min() < frames.max() <= 1.0

@@ -17,6 +17,7 @@ from packaging.requirements import Requirement
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from test_amc import TINY_AMC
 from vad.build import build_model, model_from_checkpoint
+from vad.data.clips import frames_to_float
 from vad.errors import ConfigError
 from vad.export import FILE_NAMES, export
 from vad.exported import ExportedDetector
@@ -120,6 +121,8 @@ def test_mnad_exports_its_stateless_signals(tmp_path: Path, fmt: str) -> None:
     by_name = detector.test_signals({"frames": frames})
     assert list(by_name) == ["psnr", "feature_distance"]
     torch.testing.assert_close(by_name["feature_distance"], signals(model, frames)[:, 1], rtol=0, atol=1e-4)
+    shipped = torch.randint(0, 256, (3, 5, 1, 32, 32), dtype=torch.uint8)  # clips as the loaders ship them
+    assert torch.equal(detector(shipped), detector(frames_to_float(shipped)))
 
 
 def test_a_method_needing_flow_targets_is_refused(tmp_path: Path) -> None:

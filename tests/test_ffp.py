@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from moving_blobs import BlobClips, moving_blobs
 from vad import losses
+from vad.build import build_datamodule, build_model
+from vad.data.clips import clips_to_tensor
 from vad.errors import ConfigError
 from vad.flow import DISFlow, FlowNet2SD, LucasKanade
 from vad.methods.base import NonFiniteLossError
@@ -192,3 +197,59 @@ def test_channels_last_changes_the_layout_not_the_numbers() -> None:
         conv = next(m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(model.frame_signals({"frames": frames})["psnr"], reference, rtol=1e-4, atol=1e-4)
+
+
+class StepRecorder(L.Callback):
+    """What each training step saw (the batch's frames after the transfer hooks) and logged (its loss terms)."""
+
+    def __init__(self) -> None:
+        self.frames: list[torch.Tensor] = []
+        self.losses: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.frames.append(batch["frames"].clone())
+        self.losses.append({k: v.clone() for k, v in trainer.callback_metrics.items() if k.startswith("train/loss")})
+
+
+def test_a_fit_on_the_loaders_uint8_batches_gives_exactly_the_losses_of_float_batches(tmp_path: Path) -> None:
+    """The loader ships uint8 clips and the module converts them after the transfer (on_after_batch_transfer): a
+    real Trainer fit gives bit for bit the losses and weights of a fit on the same clips converted on the host, as
+    the loader shipped them before."""
+    cfg = hydra_job("train", [*tiny_dataset(tmp_path / "tiny"), *TINY_FFP], tmp_path / "run", tmp_path)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    shipped = list(itertools.islice(datamodule.train_dataloader(), 3))
+    assert all(batch["frames"].dtype == torch.uint8 for batch in shipped)
+    floats = [{**batch, "frames": clips_to_tensor(list(batch["frames"].numpy()))} for batch in shipped]
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    twin = copy.deepcopy(model)
+    runs = {}
+    for name, module, batches in (("uint8", model, shipped), ("float", twin, floats)):
+        recorder = StepRecorder()
+        trainer = L.Trainer(
+            max_steps=len(batches),
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[recorder],
+            default_root_dir=tmp_path / name,
+        )
+        trainer.fit(module, DataLoader(batches, batch_size=None, collate_fn=lambda batch: batch))
+        assert trainer.global_step == len(batches)
+        runs[name] = recorder
+    for converted, host in zip(runs["uint8"].frames, runs["float"].frames, strict=True):
+        assert converted.dtype == host.dtype == torch.float32  # every step saw float frames
+        assert torch.equal(converted, host)
+    assert len(runs["uint8"].losses) == len(shipped)
+    for got, want in zip(runs["uint8"].losses, runs["float"].losses, strict=True):
+        assert {"train/loss", "train/loss_g", "train/loss_d", "train/loss_intensity"} <= set(got)
+        assert got.keys() == want.keys()
+        for key in got:
+            assert torch.equal(got[key], want[key]), key
+    trained = twin.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, trained[key]), key

@@ -17,6 +17,7 @@ from hydra_runs import hydra_job, tiny_dataset
 from moving_blobs import BlobClips, moving_blobs
 from vad import losses
 from vad.build import build_model
+from vad.data.clips import frames_to_float
 from vad.data.datamodule import VideoDataModule
 from vad.errors import ConfigError
 from vad.evaluate import evaluate
@@ -221,14 +222,16 @@ def run_test(model: MNAD, root: Path, eval_batch_size: int) -> list[dict[str, np
 
 
 def clips_of(root: Path, clip_len: int) -> list[torch.Tensor]:
-    """Each test video's clips (F, T, 1, 32, 32) in frame order, through the real datamodule."""
+    """Each test video's clips (F, T, 1, 32, 32) in frame order, through the real datamodule, converted to [-1, 1]
+    as the method converts the uint8 batches on its device."""
     datamodule = VideoDataModule(
         "tiny", root, image_size=(32, 32), channels=1, clip_len=clip_len, cache_dir=root.parent / f"{root.name}_cache"
     )
     datamodule.setup("test")
     batch = next(iter(DataLoader(datamodule.test_dataset, batch_size=64, collate_fn=lambda items: items)))
     ids = np.array([item["video_id"] for item in batch])
-    return [torch.stack([item["frames"] for item in batch if item["video_id"] == v]) for v in np.unique(ids)]
+    stacked = [torch.stack([item["frames"] for item in batch if item["video_id"] == v]) for v in np.unique(ids)]
+    return [frames_to_float(clips) for clips in stacked]
 
 
 def sequential_signals(model: MNAD, videos: list[torch.Tensor], reset: bool) -> list[dict[str, np.ndarray]]:

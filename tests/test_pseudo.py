@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset
+from vad.data.clips import ClipDataset, frames_to_float
 from vad.data.datamodule import VideoDataModule
 from vad.data.layout import open_dataset
 from vad.errors import ConfigError
@@ -52,8 +52,10 @@ def clips(root: Path, tmp_path: Path, clip_len: int = 5, kind: type = ClipDatase
 
 
 def frame_numbers(frames: torch.Tensor, video: str) -> list[int]:
-    """Which frames of ``video`` a (T, 1, H, W) clip in [-1, 1] holds, read off the centre pixel's grey level."""
-    levels = ((frames[:, 0, 0, 0] + 1) * 127.5).round().int().tolist()
+    """Which frames of ``video`` a (T, 1, H, W) uint8 clip holds, read off the centre pixel's grey level after the
+    conversion to [-1, 1] the method applies on its device."""
+    assert frames.dtype == torch.uint8  # items stay uint8, pseudo-anomalies included
+    levels = ((frames_to_float(frames)[:, 0, 0, 0] + 1) * 127.5).round().int().tolist()
     return [(level - int(video) * 60) % 256 for level in levels]
 
 
@@ -132,16 +134,18 @@ def test_patch_plugin_changes_only_pixels_under_the_moving_patch(toy_root: Path,
     changed_somewhere = False
     for i in range(0, len(base), 9):
         item = plug[(2, i)]
+        assert item["frames"].dtype == item["target"].dtype == torch.uint8
         video_id, start = base.locate(i)
         normal = torch.from_numpy(base.clip(video_id, start).astype(np.float32) / 127.5 - 1)
-        diff = (item["frames"] - normal).abs()[:, 0] > 1e-6
+        diff = (frames_to_float(item["frames"]) - normal).abs()[:, 0] > 1e-6
         for t in range(5):
             ys, xs = np.nonzero(diff[t].numpy())
             if ys.size:  # a uniform frame differs from the patch's source frame
                 changed_somewhere = True
                 assert ys.max() - ys.min() < 8
                 assert xs.max() - xs.min() < 8
-        assert torch.allclose(item["target"], normal[-1])  # trained towards the frame without the patch
+        # trained towards the frame without the patch
+        assert torch.allclose(frames_to_float(item["target"]), normal[-1])
     assert changed_somewhere
 
 
@@ -172,6 +176,7 @@ def test_the_datamodule_hands_pseudo_items_to_the_training_loader(toy_root: Path
     )  # fmt: skip
     dm.setup("fit")
     batches = list(dm.train_dataloader())
+    assert all(b["frames"].dtype == b["target"].dtype == torch.uint8 for b in batches)
     flags = torch.cat([b["pseudo"] for b in batches])
     assert len(flags) == len(dm.train_dataset)
     assert 0 < flags.sum() < len(flags)

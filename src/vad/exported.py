@@ -1,7 +1,7 @@
 """A detector exported by ``vad.export`` (TorchScript ``model.pt`` or ONNX ``model.onnx``), used like a trained one.
 
     detector = ExportedDetector.load("model.onnx")             # or model.pt; reads the file's vad.json
-    signals = detector.test_signals({"frames": clips})         # clips (B, T, C, H, W) in [-1, 1] -> name: (B,)
+    signals = detector.test_signals({"frames": clips})         # clips (B, T, C, H, W) uint8 or in [-1, 1] -> (B,)
     scorer = StreamScorer(detector, **detector.preprocessing(), threshold=detector.calibration.threshold(0.01))
 
 It offers what :class:`vad.stream.StreamScorer` asks of a :class:`~vad.methods.base.VADModule` (the signals, the
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vad.calibration import Calibration
+from vad.data.clips import frames_to_float
 from vad.errors import ConfigError, DataError
 
 #: the suffixes of the files ``vad.export`` writes, and their formats
@@ -170,8 +171,10 @@ class ExportedDetector:
         }
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """Clips ``(B, T, C, H, W)`` float32 in [-1, 1] -> raw signals ``(B, S)`` float32 in ``signals`` order."""
-        values = self._run(frames)
+        """Clips ``(B, T, C, H, W)`` float32 in [-1, 1], or uint8 as the loaders ship them (converted on
+        :attr:`device` by :func:`vad.data.clips.frames_to_float`, as a trained module does) -> raw signals ``(B, S)``
+        float32 in ``signals`` order."""
+        values = self._run(frames_to_float(frames.to(self.device)))
         if values.ndim != 2 or values.shape[1] != len(self.signals):
             raise DataError(
                 f"{self.path}: gave signals of shape {tuple(values.shape)}, but its {METADATA_KEY} names "

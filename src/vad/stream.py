@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vad import calibration as calibration_module
-from vad.data.clips import clips_to_tensor
+from vad.data.clips import clips_to_tensor, frames_to_float, stack_clips
 from vad.data.frames import _to_channels, count_video_frames, resize
 from vad.data.index import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_dirs, list_images, list_videos
 from vad.errors import DataError
@@ -293,7 +293,8 @@ class StreamScorer:
     def signals_of(self, windows: list[list[_Frame]], name: str, want_panels: bool) -> tuple[dict, Any]:
         clips = [np.stack([f.data for f in w]) for w in windows]
         batch: dict[str, Any] = {
-            "frames": clips_to_tensor(clips).to(self.model.device),
+            # shipped uint8 and converted on the model's device, as the loaders' batches are (vad.data.clips)
+            "frames": frames_to_float(stack_clips(clips).to(self.model.device)),
             "video": [name] * len(windows),
             "video_id": torch.zeros(len(windows), dtype=torch.int64),
             "index": torch.tensor([w[-1].index for w in windows], dtype=torch.int64),

@@ -6,7 +6,13 @@ predictor predicts, or the frame a reconstruction method with ``clip_len=1`` rec
 than one clip is skipped with a warning and listed in ``skipped``.
 
     train = ClipDataset(index.train, cache, "ped2/training", clip_len=5)
-    train[0]  # {"frames": (5, C, H, W) float32 in [-1, 1], "video": "01", "video_id": 0, "index": 4, "label": 0}
+    train[0]  # {"frames": (5, C, H, W) uint8, "video": "01", "video_id": 0, "index": 4, "label": 0}
+
+Items and batches carry the cached uint8 values (a quarter of the bytes of float32 through the loaders, the pinned
+memory and the host-to-device copy). The method converts them where it runs: :func:`frames_to_float` maps uint8 to
+float32 in [-1, 1] (value / 127.5 - 1, bit for bit what :func:`clips_to_tensor` gives on the host), called by
+:meth:`vad.methods.base.VADModule.prepare_batch` on the entries of :data:`FRAME_KEYS` once the batch is on the
+module's device (Lightning's ``on_after_batch_transfer``; the loops outside the Trainer call it too).
 
 A method that learns optical flow asks for the flow targets (:mod:`vad.data.flows`): after
 ``dataset.attach_flows(flow_cache, dataset_name)`` every item also carries ``flows`` float32 (clip_len - 1, 2, H, W),
@@ -37,9 +43,68 @@ from vad.errors import DataError
 _CENTRE = np.float32(127.5)
 _SCALE = np.float32(1 / 127.5)
 
+#: the batch entries that hold frames: uint8 from the loaders, converted by :func:`frames_to_float` where the method
+#: runs (``target``: the normal frame a pseudo-anomalous clip is trained towards, :mod:`vad.pseudo.plugins`)
+FRAME_KEYS = ("frames", "target")
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (any shape, any device) -> float32 in [-1, 1] on the same device, (value - 127.5) * (1 / 127.5)
+    in float32: bit for bit the values of :func:`clips_to_tensor`. A floating-point tensor is taken as already
+    converted and returned as it is; any other dtype is refused.
+
+    Runs where the frames are: called on the module's device, the host ships a quarter of the bytes. On an
+    accelerator three torch passes (cast, then subtract and multiply in place); on the CPU the host's arithmetic with
+    numpy, one frame at a time while it is in the core's cache: 0.7-0.85x the time of those torch passes and about
+    that of :func:`clips_to_tensor` on a 2-core VM (one thread, batches of 4 clips of 5 frames at 256x256).
+    """
+    if frames.is_floating_point():
+        return frames
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"frames must be uint8 (0..255) or floating point in [-1, 1], got {frames.dtype}")
+    if frames.device.type != "cpu":
+        return _torch_to_float(frames)
+    source = frames.contiguous().numpy()
+    out = np.empty(source.shape, dtype=np.float32)
+    if out.size:
+        chunk = int(np.prod(source.shape[-3:]))  # one (C, H, W) frame (the whole tensor below 3 dimensions)
+        for part_out, part in zip(out.reshape(-1, chunk), source.reshape(-1, chunk), strict=True):
+            np.copyto(part_out, part)
+            part_out -= _CENTRE
+            part_out *= _SCALE
+    return torch.from_numpy(out)
+
+
+def _torch_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """:func:`frames_to_float` on any device with torch's kernels (used off the CPU)."""
+    out = frames.to(torch.float32)
+    # the scalars are float32 values: float32 arithmetic on them rounds exactly as the numpy conversion does
+    return out.sub_(float(_CENTRE)).mul_(float(_SCALE))
+
+
+def _clip_shape(clips: Sequence[np.ndarray]) -> tuple[int, int, int, int]:
+    """The common (T, C, H, W) of uint8 clips; a clip of another shape or dtype is refused."""
+    shape = clips[0].shape
+    for b, clip in enumerate(clips):
+        if clip.shape != shape or clip.dtype != np.uint8:
+            raise ValueError(f"clips must all be uint8 {shape}; clip {b} is {clip.dtype} {clip.shape}")
+    return shape
+
+
+def stack_clips(clips: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 clips (T, C, H, W) -> one contiguous uint8 (B, T, C, H, W) batch tensor: the clips are read (from
+    their memory maps) straight into one buffer (what the loaders ship; :func:`frames_to_float` converts it)."""
+    out = np.empty((len(clips), *_clip_shape(clips)), dtype=np.uint8)
+    for row, clip in zip(out, clips, strict=True):
+        np.copyto(row, clip)
+    return torch.from_numpy(out)
+
 
 def clips_to_tensor(clips: Sequence[np.ndarray]) -> torch.Tensor:
-    """uint8 clips (T, C, H, W) -> one contiguous float32 (B, T, C, H, W) in [-1, 1] (value / 127.5 - 1).
+    """uint8 clips (T, C, H, W) -> one contiguous float32 (B, T, C, H, W) in [-1, 1] (value / 127.5 - 1), on the host.
+
+    For frames that stay on the host (the flow estimators of the flow-target cache, the stream's flow pairs); batches
+    are shipped uint8 and converted on the device by :func:`frames_to_float`, which gives the same values.
 
     Writing the 4-byte floats is most of the cost (memory bandwidth), so the clips are read (from their memory
     maps) straight into one batch buffer, one (H, W) plane at a time: the cast writes the plane, and the subtraction
@@ -50,11 +115,8 @@ def clips_to_tensor(clips: Sequence[np.ndarray]) -> torch.Tensor:
     shared cores are busy). One buffer per batch, not per clip: fresh multi-megabyte buffers per clip plus a
     stacked copy cost page faults and a second write of every float.
     """
-    t, c, h, w = clips[0].shape
-    out = np.empty((len(clips), t, c, h, w), dtype=np.float32)
+    out = np.empty((len(clips), *_clip_shape(clips)), dtype=np.float32)
     for b, clip in enumerate(clips):
-        if clip.shape != (t, c, h, w) or clip.dtype != np.uint8:
-            raise ValueError(f"clips must all be uint8 {(t, c, h, w)}; clip {b} is {clip.dtype} {clip.shape}")
         for frame_out, frame in zip(out[b], clip, strict=True):
             for plane_out, plane in zip(frame_out, frame, strict=True):
                 np.copyto(plane_out, plane)
@@ -69,7 +131,12 @@ def clip_to_tensor(clip: np.ndarray) -> torch.Tensor:
 
 
 def _stack_tensors(batch: list[torch.Tensor]) -> torch.Tensor:
-    """Stack, or return the batch buffer itself when the tensors are its rows in order (see __getitems__)."""
+    """Stack, or return the batch buffer itself when the tensors are its rows in order (see __getitems__).
+
+    Items of different dtypes (uint8 frames beside frames a dataset already converted to float) are stacked as float
+    (:func:`frames_to_float` on each; the datasets of the suite give uint8 throughout, pseudo-anomalies included)."""
+    if any(t.dtype != batch[0].dtype for t in batch):
+        return torch.stack([frames_to_float(t) for t in batch])
     base = batch[0]._base
     row = batch[0].numel() * batch[0].element_size()
     if (
@@ -87,7 +154,8 @@ def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
     What torch's default collate makes of these dicts, but the frames of items from :meth:`ClipDataset.__getitems__`
     are not copied again, and in a fraction of its time (its generic dispatch and ``torch.tensor`` calls cost more
-    per grey clip than slicing it). Values of other types go to the default collate.
+    per grey clip than slicing it). Values of other types go to the default collate. Frames keep their dtype (uint8
+    from the suite's datasets); a batch mixing uint8 and float frames is collated as float (see ``_stack_tensors``).
     """
     batch: dict[str, Any] = {}
     for key, first in samples[0].items():
@@ -106,7 +174,8 @@ def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
 class ClipDataset(Dataset):
     """Every clip of every (long enough) video once, in video order then target order.
 
-    Items: ``frames`` float32 (clip_len, C, H, W) in [-1, 1]; ``video`` name; ``video_id`` position of the video in
+    Items: ``frames`` uint8 (clip_len, C, H, W), the cached values (the method converts them to float32 in [-1, 1]
+    on its device, :func:`frames_to_float`); ``video`` name; ``video_id`` position of the video in
     ``videos``; ``index`` frame index of the target (the clip's last frame); ``label`` the video's label at the target,
     or :attr:`unlabelled` for a video without labels (0 here: training videos are normal).
 
@@ -236,7 +305,7 @@ class ClipDataset(Dataset):
         """The items of a whole batch (what DataLoader asks for); their frames are the rows of one batch buffer,
         which :func:`collate_clips` hands on without copying."""
         located = [self.locate(i) for i in indices]
-        rows = clips_to_tensor([self.clip(v, start) for v, start in located]).unbind(0)
+        rows = stack_clips([self.clip(v, start) for v, start in located]).unbind(0)
         items = [self._item(v, start, row) for (v, start), row in zip(located, rows, strict=True)]
         if self.flow_cache is not None:
             flows = self.flows_tensor([self.clip_flows(v, start) for v, start in located]).unbind(0)

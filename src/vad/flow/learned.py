@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from vad.data.clips import collate_clips
+from vad.data.clips import collate_clips, frames_to_float
 from vad.errors import ConfigError, DataError
 from vad.flow.base import FlowEstimator, to_grey, warp
 
@@ -280,7 +280,10 @@ class FlowPairs:
     channels: int
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
-        return collate_clips(self.clips.__getitems__(list(indices)))
+        """The pairs ``indices`` collated, their frames converted to float32 in [-1, 1] (the net trains on the CPU)."""
+        batch = collate_clips(self.clips.__getitems__(list(indices)))
+        batch["frames"] = frames_to_float(batch["frames"])
+        return batch
 
 
 def flow_pairs(dataset: Mapping[str, Any], targets: Mapping[str, Any], holdout: float) -> FlowPairs:

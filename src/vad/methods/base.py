@@ -20,11 +20,13 @@ and implements
 - when its state evolves during the test (MNAD's memory), ``on_test_video_start(video_id)`` and
   ``test_signals(batch)``: the test loop hands over each batch one video at a time, in frame order.
 
-Everything else lives here once: the per-iteration learning-rate schedule, loss logging, validation on held-out
-normal videos with injected pseudo-anomalies (``val/auc_micro``, ``val/auc_macro`` under the test's protocol), the
-training pseudo-anomaly objectives (:meth:`VADModule.training_clip`, :meth:`VADModule.split_pseudo`), the test
-loop that collects every test frame's signals exactly once (also under DDP) and, when the test videos have pixel
-masks, their error maps for the pixel-level metrics (``vad.pixel_eval``), and the
+Everything else lives here once: the conversion of the loaders' uint8 frames to float32 in [-1, 1] on the module's
+device (:meth:`VADModule.prepare_batch`, in Lightning's ``on_after_batch_transfer`` and in every loop that feeds
+batches outside the Trainer, so every step sees float frames), the per-iteration learning-rate schedule, loss logging,
+validation on held-out normal videos with injected pseudo-anomalies (``val/auc_micro``, ``val/auc_macro`` under the
+test's protocol), the training pseudo-anomaly objectives (:meth:`VADModule.training_clip`,
+:meth:`VADModule.split_pseudo`), the test loop that collects every test frame's signals exactly once (also under DDP)
+and, when the test videos have pixel masks, their error maps for the pixel-level metrics (``vad.pixel_eval``), and the
 scoring protocol (``vad.scoring``) that turns them into metrics. No method needs ``if method == ...`` branches here.
 """
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,11 +50,18 @@ from torch import nn
 from vad import losses, panels, scoring
 from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
 from vad.calibration import Calibration
+from vad.data.clips import FRAME_KEYS, frames_to_float
 from vad.errors import ConfigError, VadError
 from vad.nets.patch_discriminator import PatchDiscriminator
 
 if TYPE_CHECKING:
     from vad.pixel_eval import PixelEvaluation
+
+# VADModule converts its batches in on_after_batch_transfer (prepare_batch), which Lightning tells about on every run
+# given a datamodule ("It will use the implementation from `LightningModule` instance"): that is the intent.
+warnings.filterwarnings(
+    "ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a"
+)
 
 #: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
 CONFIG_KEY = "vad_config"
@@ -336,6 +346,35 @@ class VADModule(L.LightningModule):
             net._apply(fn, *args, **kwargs)
         return self
 
+    # ------------------------------------------------------------------ batches: uint8 from the loaders -> float here
+    def prepare_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """A batch as the steps take it: every tensor on the module's device, then the frame entries
+        (:data:`vad.data.clips.FRAME_KEYS`: ``frames``, a pseudo-anomaly's ``target``) converted there from the
+        loaders' uint8 to float32 in [-1, 1] (:func:`vad.data.clips.frames_to_float`; float ones pass unchanged).
+
+        Lightning calls it after moving each batch (:meth:`on_after_batch_transfer`); whatever feeds batches to a
+        method outside the Trainer (the training means, calibration, the experiments' loops) calls it on each.
+        """
+        device = self.device
+        out: dict[str, Any] = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(device)
+                if key in FRAME_KEYS:
+                    value = frames_to_float(value)
+            out[key] = value
+        return out
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not isinstance(batch, Mapping):
+            return batch  # not a clip batch (a test's bare tensors): nothing to convert
+        batch = self.prepare_batch(batch)
+        if self._trainer is not None:
+            # A true precision (bf16-true, 16-true, 64-true) converts the batch's floating-point tensors before the
+            # transfer, when the frames were still uint8: they get the same conversion now.
+            batch = self.trainer.precision_plugin.convert_input(batch)
+        return batch
+
     def split_clip(self, frames: torch.Tensor, flows: torch.Tensor | None = None) -> Clip:
         """(N, T, C, H, W) clip in [-1, 1] -> :class:`Clip`: for prediction the first T - 1 frames are the inputs and
         the last one the target; for reconstruction the one frame is both. ``flows``: the batch's flow targets."""
@@ -424,7 +463,7 @@ class VADModule(L.LightningModule):
         sums = torch.zeros(len(self.training_mean_names), dtype=torch.float64)
         count = 0
         for batch in loader:
-            moved = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            moved = self.prepare_batch(batch)
             values = self.training_quantities(moved)
             sums += torch.stack([values[n].double().sum().cpu() for n in self.training_mean_names])
             count += int(moved["frames"].shape[0])
@@ -600,7 +639,7 @@ class VADModule(L.LightningModule):
         self.eval()
         columns: dict[str, list[np.ndarray]] = {name: [] for name in self.signals}
         for batch in loader:
-            moved = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            moved = self.prepare_batch(batch)
             for name, value in self.frame_signals(moved).items():
                 columns[name].append(value.detach().double().cpu().numpy())
         self.train(was_training)

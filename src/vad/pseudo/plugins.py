@@ -20,7 +20,9 @@ the patch, the stride-1 target of the same start). The objective decides what th
   pseudo_negative_term`): pushing the error up is rewarded only until it reaches ``bound``, so the loss cannot run
   away. STEAL used this with probability 0.01.
 
-Items gain ``target`` (the frame to learn towards, (C, H, W) in [-1, 1]), ``pseudo`` (1 for a pseudo-anomaly),
+Items gain ``target`` (the frame to learn towards, uint8 (C, H, W) like the clip's ``frames``: every kind works on
+the cached uint8 frames, so items stay uint8 and the method converts both on its device, see
+:data:`vad.data.clips.FRAME_KEYS`), ``pseudo`` (1 for a pseudo-anomaly),
 ``pseudo_negative`` (the negative weight, 0 unless the objective is ``negative`` and the item is a pseudo-anomaly) and
 ``pseudo_bound``. Each item's draw depends on (seed, epoch, clip) only: runs are repeatable and resume exactly.
 """
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from vad.data.clips import ClipDataset, clips_to_tensor
+from vad.data.clips import ClipDataset, stack_clips
 from vad.data.flows import compute_flows
 from vad.errors import ConfigError
 from vad.pseudo import kinds
@@ -215,11 +217,11 @@ class PseudoClips:
         base = self.base
         drawn = [self.draw(k) for k in keys]
         clips = [base.clip(v, start) if made is None else made[0] for v, start, made, _ in drawn]
-        frames = clips_to_tensor(clips).unbind(0)
+        frames = stack_clips(clips).unbind(0)
         # the target is the clip's own last frame (a view of its row), except for a pseudo clip trained towards its
-        # normal target: only those frames are converted a second time
+        # normal target: only those frames are copied a second time
         separate = [i for i, (*_, made, _) in enumerate(drawn) if made is not None and self.objective != "negative"]
-        normal = clips_to_tensor([drawn[i][2][1][None] for i in separate])[:, 0] if separate else None
+        normal = stack_clips([drawn[i][2][1][None] for i in separate])[:, 0] if separate else None
         targets = [row[-1] for row in frames]
         for j, i in enumerate(separate):
             targets[i] = normal[j]
