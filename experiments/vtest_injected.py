@@ -14,7 +14,7 @@
    the plan (``injected.json``) under ``--out/vtest``;
 4. trains ``experiment=ffp_ped2_cpu dataset=folder`` on it (nothing else overridden: the preset is not tuned per
    dataset) and evaluates copy-last at the same size and clip length; prints both and writes
-   ``experiments/results/vtest_injected.md``.
+   ``experiments/results/vtest_injected.md`` (the text below the :data:`DISCUSSION` marker is kept).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from vad.pseudo.validation import check_options, inject, plan_video
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "vtest_injected.md"
+DISCUSSION = "<!-- discussion: kept by the script -->"
 TRAIN_FRAMES, TRAIN_VIDEO, TEST_VIDEO = 480, 80, 105
 SEED = 2026
 OPTIONS = {"kinds": ["patch", "local_speed"], "events": 2, "length": [20, 40]}
@@ -142,7 +143,8 @@ def main() -> None:
         ]
     )
     print(text)
-    RESULTS.write_text(text + "\n")
+    kept = RESULTS.read_text().partition(DISCUSSION)[2] if RESULTS.is_file() else "\n"
+    RESULTS.write_text(f"{text}\n\n{DISCUSSION}{kept}")
 
 
 if __name__ == "__main__":
