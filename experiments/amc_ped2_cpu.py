@@ -18,17 +18,16 @@ Nothing is chosen here on test labels: the presets' scores were fixed before the
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from vad import scoring
+from vad.report import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "amc_ped2_cpu.md"
@@ -59,17 +58,7 @@ def run(name: str, out: Path, data: Path) -> Path:
 
 
 def videos_of(folder: Path) -> list[scoring.VideoSignals]:
-    with (folder / "scores.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    names = [r["video"] for r in rows]
-    signals = [k for k in rows[0] if k not in ("video", "frame", "label", "score")]
-    columns = defaultdict(list)
-    for r in rows:
-        for k in signals:
-            columns[k].append(float(r[k]))
-    return scoring.group_columns(
-        names, [int(r["frame"]) for r in rows], columns, labels=[int(r["label"]) for r in rows]
-    )
+    return read_scores_csv(folder / "scores.csv")
 
 
 def row(label: str, folder: Path, weights: dict[str, float], normalisation: str, note: str = "") -> str:

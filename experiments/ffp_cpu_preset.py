@@ -20,7 +20,6 @@ choice. Writes ``experiments/results/ffp_cpu_preset.md`` (the text below the :da
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -28,9 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from vad import scoring
+from vad.report import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
@@ -76,19 +74,8 @@ def test_auc(scores_csv: Path, signal: str, sigma: float) -> tuple[float, float]
     """Micro and macro test AUC of one signal of a run's scores.csv; None when the run was not tested."""
     if not scores_csv.is_file():
         return None
-    rows = list(csv.DictReader(scores_csv.open()))
-    videos = []
-    for name in dict.fromkeys(r["video"] for r in rows):
-        own = [r for r in rows if r["video"] == name]
-        videos.append(
-            scoring.VideoSignals(
-                name,
-                np.array([int(r["frame"]) for r in own]),
-                np.array([int(r["label"]) for r in own]),
-                {signal: np.array([float(r[signal]) for r in own])},
-            )
-        )
-    result = scoring.evaluate(videos, {signal: -1.0 if signal == "psnr" else 1.0}, smoothing=sigma)
+    weights = {signal: -1.0 if signal == "psnr" else 1.0}
+    result = scoring.evaluate(read_scores_csv(scores_csv), weights, smoothing=sigma)
     return result.auc_micro, result.auc_macro
 
 

@@ -28,6 +28,7 @@ from vad.errors import ConfigError
 from vad.evaluate import evaluate
 from vad.methods.base import VADModule
 from vad.methods.copy_last import CopyLast
+from vad.methods.ffp import FFP
 from vad.pixel_eval import PixelEvaluation, PixelSettings, settings_from_config
 from vad.pixel_metrics import region_track_criteria, resize_maps
 from vad.train import train
@@ -220,6 +221,27 @@ def test_the_default_error_map_is_the_squared_error_of_the_output_against_its_ta
         signals = ("psnr",)
 
     assert NoOutput(channels=1, clip_len=2).error_maps({"frames": frames[:, :, :1]}) is None
+
+
+def test_ffp_gives_signals_and_maps_from_one_prediction() -> None:
+    torch.manual_seed(0)
+    model = FFP(channels=1, clip_len=3, generator={"features": 4, "depth": 2}, loss={"intensity": 1.0}).eval()
+    batch = {"frames": torch.rand(2, 3, 1, 16, 16) * 2 - 1}
+    calls = []
+    model.generator.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        signals, maps = model.test_signals_and_maps(batch)
+        assert len(calls) == 1  # one forward pass for both
+        expected_maps = model.error_maps(batch)  # the default map: the squared error of predict()
+        expected = model.test_signals(batch)
+    torch.testing.assert_close(maps, expected_maps)
+    assert signals.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(signals[name], value)
+    # the base's default (two passes, the map first) gives the same
+    default_signals, default_maps = VADModule.test_signals_and_maps(model, batch)
+    torch.testing.assert_close(default_maps, maps)
+    torch.testing.assert_close(default_signals["psnr"], signals["psnr"])
 
 
 def fake_datamodule(masks: list[np.ndarray | None], tmp_path: Path) -> SimpleNamespace:

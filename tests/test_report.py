@@ -17,6 +17,7 @@ from vad.report import (
     plot_roc,
     plot_sample_grid,
     plot_score_curves,
+    read_scores_csv,
     run_metadata,
     write_metrics_json,
     write_report,
@@ -52,6 +53,21 @@ def test_scores_csv_exact(tmp_path):
         ["02", "2", "1", "1.0", "22.0", "0.25"],
         ["02", "3", "1", "0.7894736842105263", "24.0", "1.0"],
     ]
+
+
+def test_scores_csv_reads_back_into_the_same_metrics(tmp_path):
+    result = tiny_result()
+    videos = read_scores_csv(write_scores_csv(tmp_path / "scores.csv", result))
+    assert [v.name for v in videos] == ["01", "02"]
+    np.testing.assert_array_equal(videos[0].frames, [1, 3, 4])  # the dropped NaN frame is not in the file
+    np.testing.assert_array_equal(videos[1].labels, [0, 1, 1])
+    np.testing.assert_array_equal(videos[0].signals["dist"], [0.1, 0.9, 0.5])
+    again = evaluate(videos, {"psnr": -1.0})
+    assert (again.auc_micro, again.auc_macro) == (result.auc_micro, result.auc_macro)
+    for before, after in zip(result.videos, again.videos, strict=True):
+        np.testing.assert_array_equal(before.score, after.score)
+    unlabelled = evaluate([VideoSignals("09", [0, 1], None, {"psnr": [1.0, 2.0]})], {"psnr": -1.0})
+    assert read_scores_csv(write_scores_csv(tmp_path / "u.csv", unlabelled))[0].labels is None
 
 
 def test_metrics_json_round_trip(tmp_path):

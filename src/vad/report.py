@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 
 import vad
 from vad.panels import SampleGrid
-from vad.scoring import ProtocolResult
+from vad.scoring import ProtocolResult, VideoSignals, group_columns
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,25 @@ def write_scores_csv(path: Path, result: ProtocolResult) -> Path:
                 label = "" if v.labels is None else int(v.labels[i])
                 writer.writerow([v.name, int(frame), label, _number(v.score[i]), *(_number(s[i]) for s in signals)])
     return Path(path)
+
+
+def read_scores_csv(path: Path) -> list[VideoSignals]:
+    """The per-video raw signals of a ``scores.csv`` (:func:`write_scores_csv`), ready for
+    :func:`vad.scoring.evaluate` under another score, normalisation or smoothing: frames, labels (None when the
+    file has none) and every signal column, float64; the written fused ``score`` is left out."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no scored frame")
+    signals = [k for k in rows[0] if k not in ("video", "frame", "label", "score")]
+    labelled = rows[0]["label"] != ""
+    return group_columns(
+        [r["video"] for r in rows],
+        [int(r["frame"]) for r in rows],
+        {k: [float(r[k]) for r in rows] for k in signals},
+        labels=[int(r["label"]) for r in rows] if labelled else None,
+        video_order=list(dict.fromkeys(r["video"] for r in rows)),
+    )
 
 
 def _jsonable(value: object, key: str = "meta") -> object:

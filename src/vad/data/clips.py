@@ -101,28 +101,10 @@ def stack_clips(clips: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def clips_to_tensor(clips: Sequence[np.ndarray]) -> torch.Tensor:
-    """uint8 clips (T, C, H, W) -> one contiguous float32 (B, T, C, H, W) in [-1, 1] (value / 127.5 - 1), on the host.
-
-    For frames that stay on the host (the flow estimators of the flow-target cache, the stream's flow pairs); batches
-    are shipped uint8 and converted on the device by :func:`frames_to_float`, which gives the same values.
-
-    Writing the 4-byte floats is most of the cost (memory bandwidth), so the clips are read (from their memory
-    maps) straight into one batch buffer, one (H, W) plane at a time: the cast writes the plane, and the subtraction
-    and the multiplication pass over it while it is still in the core's cache. Measured on a 2-core VM against:
-    OpenCV's LUT through a float table (one pass, but a scalar gather: as fast for RGB, 20% slower for grey),
-    numpy's casting ufuncs (slower than the cast plus two float passes) and torch's fused ``add(-1, clip,
-    alpha=1/127.5)`` (slower still; it maps 255 to 1.0000001 and runs on torch's thread pool, which stalls when the
-    shared cores are busy). One buffer per batch, not per clip: fresh multi-megabyte buffers per clip plus a
-    stacked copy cost page faults and a second write of every float.
-    """
-    out = np.empty((len(clips), *_clip_shape(clips)), dtype=np.float32)
-    for b, clip in enumerate(clips):
-        for frame_out, frame in zip(out[b], clip, strict=True):
-            for plane_out, plane in zip(frame_out, frame, strict=True):
-                np.copyto(plane_out, plane)
-                plane_out -= _CENTRE
-                plane_out *= _SCALE
-    return torch.from_numpy(out)
+    """uint8 clips (T, C, H, W) -> one contiguous float32 (B, T, C, H, W) in [-1, 1] (value / 127.5 - 1), on the host:
+    :func:`stack_clips` then :func:`frames_to_float`. For frames that stay on the host (the flow estimators of the
+    flow-target cache, the stream's flow pairs); the loaders ship uint8 and the method converts on its device."""
+    return frames_to_float(stack_clips(clips))
 
 
 def clip_to_tensor(clip: np.ndarray) -> torch.Tensor:

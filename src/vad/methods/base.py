@@ -497,6 +497,13 @@ class VADModule(L.LightningModule):
             return None
         return losses.squared_error_map(self.predict(batch), self.output_target(self.clip_of(batch)))
 
+    def test_signals_and_maps(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """:meth:`test_signals` and :meth:`error_maps` of a test batch, what the test loop asks for while it measures
+        the pixel-level metrics. By default two passes, the maps first (so a method with test-time state maps the
+        batch with the state at its start); a method that gets both from one forward pass overrides this (FFP)."""
+        maps = self.error_maps(batch)
+        return self.test_signals(batch), maps
+
     def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:
         """Named panels of a batch for the sample grids (``vad.panels``); by default the last input frame, the
         output of :meth:`predict`, the target and the error map. A method adds its own (flows, memories, ...)."""
@@ -714,8 +721,10 @@ class VADModule(L.LightningModule):
                 self.on_test_video_start(video_id)
             pixel = self.pixel_evaluation
             if pixel is not None and pixel.collecting:
-                pixel.add(video_id, part["index"], self.error_maps(part))
-            signals = self.test_signals(part)
+                signals, maps = self.test_signals_and_maps(part)
+                pixel.add(video_id, part["index"], maps)
+            else:
+                signals = self.test_signals(part)
             record = {
                 "video_id": part["video_id"].detach().cpu().numpy().astype(np.int64),
                 "index": part["index"].detach().cpu().numpy().astype(np.int64),

@@ -117,6 +117,14 @@ class FFP(FramePredictor):
         """Per frame, from one prediction: ``psnr``, ``patch_max``, and the per-frame values of the loss terms,
         ``intensity_error`` (L_int), ``gradient_error`` (L_gd) and, with a flow estimator, ``flow_error`` (L_op), so
         the FFP README's fused score alpha L_int + beta L_grad + gamma L_flow is a ``model.score``: (N,) each."""
+        return self._signals_and_error(batch)[0]
+
+    def test_signals_and_maps(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The signals and the per-pixel squared error (:meth:`error_maps`) from one prediction: FFP's test is
+        stateless, so the pixel-level metrics cost no second forward pass."""
+        return self._signals_and_error(batch)
+
+    def _signals_and_error(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         clip = self.clip_of(batch)
         prediction = self.forward_clip(clip).frame.float()
         target = clip.target.float()
@@ -132,7 +140,7 @@ class FFP(FramePredictor):
             last = clip.last.float()
             difference = self.flow(last, prediction) - self.flow(last, target)
             signals["flow_error"] = difference.abs().flatten(1).mean(dim=1)
-        return signals
+        return signals, error
 
     def generator_terms(self, prediction: Prediction, clip: Clip) -> dict[str, torch.Tensor]:
         frame = prediction.frame
