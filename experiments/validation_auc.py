@@ -44,10 +44,14 @@ def load(checkpoint: Path, data: Path | None, cache: Path) -> tuple[torch.nn.Mod
     return model.eval(), cfg
 
 
-def signals_on(model: torch.nn.Module, datamodule: object) -> dict[str, np.ndarray]:
-    """Every validation clip's signals (and copy-last's PSNR), as the test loop's records."""
+def signals_on(model: torch.nn.Module, datamodule: object, precision: str = "32-true") -> dict[str, np.ndarray]:
+    """Every validation clip's signals (and copy-last's PSNR), as the test loop's records.
+
+    ``precision`` is the run's ``trainer.precision``: a bf16-mixed run is validated under the same bfloat16 autocast
+    as its own validation and test stages."""
     records: dict[str, list[np.ndarray]] = {}
-    with torch.no_grad():
+    bf16 = str(precision).startswith("bf16")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for batch in datamodule.val_dataloader():
             batch = model.prepare_batch(batch)  # the loader's uint8 frames -> float32 in [-1, 1]
             values = {k: v.double().numpy() for k, v in model.frame_signals(batch).items()}
@@ -78,7 +82,7 @@ def validate(
         datamodule = build_datamodule(cfg, model)  # a method asking for flow targets gets them
         datamodule.setup("fit")
         videos = datamodule.val_videos_info
-        records = signals_on(model, datamodule)
+        records = signals_on(model, datamodule, cfg.trainer.get("precision", "32-true"))
         for index, (name, weights) in enumerate(scores_of(model).items()):
             keys = list(weights)
             per_video = scoring.videos_from_records(records, videos, signals=keys)
