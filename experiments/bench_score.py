@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import queue
 import tempfile
 import threading
@@ -30,7 +29,8 @@ import torch
 from vad.data.clips import clips_to_tensor
 from vad.data.frames import _to_channels, resize
 from vad.methods.ffp import FFP
-from vad.stream import _END, StreamScorer, _reader, open_inputs
+from vad.report import cpu_description
+from vad.stream import _END, PRECISIONS, StreamScorer, _reader, open_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "bench_score.md"
@@ -79,19 +79,20 @@ def reader_fps(path: Path, size: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def scorer_fps(model: FFP, path: Path, size: int, batch: int, out: Path) -> float:
+def scorer_fps(model: FFP, path: Path, size: int, batch: int, out: Path, precision: str = "32-true") -> float:
     scorer = StreamScorer(model, clip_len=5, size=(size, size), channels=1, batch_size=batch, threshold=None,
-                          calibrated=False)  # fmt: skip
+                          calibrated=False, precision=precision)  # fmt: skip
     summary = scorer.run(open_inputs(str(path))[0], out, progress=False)
     return summary.frames / summary.seconds
 
 
-def batch1_fps(model: FFP, path: Path, size: int) -> float:
+def batch1_fps(model: FFP, path: Path, size: int, precision: str = "32-true") -> float:
     start = time.perf_counter()
     cap = cv2.VideoCapture(str(path))
     window: list[np.ndarray] = []
     count = 0
-    with torch.no_grad():
+    bf16 = precision == "bf16-mixed"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         while True:
             ok, raw = cap.read()
             if not ok:
@@ -120,27 +121,39 @@ def main() -> None:
             model = FFP(channels=1, clip_len=5, generator={"features": setting["features"]},
                         loss={"intensity": 1.0, "gradient": 1.0}).eval()  # fmt: skip
             read = reader_fps(path, setting["size"])
-            streamed = scorer_fps(model, path, setting["size"], setting["batch"], _mkdir(scratch, label + "-out"))
+            # the reference: the batch-1 loop as a user writes it, in float32; then the scorer in each precision
+            # and, for the same-precision ratio, the batch-1 loop in bf16 too
             single = batch1_fps(model, path, setting["size"])
-            rows.append((label, what, read, streamed, single))
-            print(
-                f"{label}: reader {read:.0f} frames/s; vad.score {streamed:.1f} frames/s; batch-1 loop {single:.1f} "
-                f"frames/s; ratio {streamed / single:.2f}x",
-                flush=True,
-            )
+            for precision in PRECISIONS:
+                out = _mkdir(scratch, f"{label}-{precision}-out")
+                streamed = scorer_fps(model, path, setting["size"], setting["batch"], out, precision)
+                same = single if precision == "32-true" else batch1_fps(model, path, setting["size"], precision)
+                rows.append((label, what, precision, read, streamed, same, single))
+                print(
+                    f"{label} {precision}: reader {read:.0f} frames/s; vad.score {streamed:.1f} frames/s; batch-1 "
+                    f"loop {same:.1f} frames/s ({single:.1f} in float32); ratio {streamed / single:.2f}x the float32 "
+                    f"loop, {streamed / same:.2f}x the same precision's",
+                    flush=True,
+                )
+    cpu = cpu_description()
     lines = [
         "# vad.score: streaming scorer vs a batch-1 loop (FFP, random weights), side by side in one run",
         "",
-        f"{datetime.date.today()}, {platform.machine()}, {torch.get_num_threads()} torch threads, CPU; "
+        f"{datetime.date.today()}, {cpu}, {torch.get_num_threads()} torch threads, CPU; "
         "`python experiments/bench_score.py`. vad.score = reader thread (decode + resize) + batched inference + "
-        "scores.csv; batch-1 loop = the same decoding in the loop, one clip per forward pass.",
+        "scores.csv, in float32 (`precision=32-true`, the default) and under bfloat16 autocast "
+        "(`precision=bf16-mixed`); batch-1 loop = the same decoding in the loop, one clip per forward pass, in float32 "
+        "(the reference) and, for the same-precision ratio, in bf16.",
         "",
-        "| setting | input | reader alone (frames/s) | vad.score (frames/s) | batch-1 loop (frames/s) "
-        "| vad.score / batch-1 |",
-        "|---|---|---:|---:|---:|---:|",
+        "| setting | input | precision | reader alone (frames/s) | vad.score (frames/s) | batch-1 loop, same "
+        "precision (frames/s) | vad.score / float32 batch-1 | vad.score / same-precision batch-1 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for label, what, read, streamed, single in rows:
-        lines.append(f"| {label} | {what} | {read:.0f} | {streamed:.1f} | {single:.1f} | {streamed / single:.2f}x |")
+    for label, what, precision, read, streamed, same, single in rows:
+        lines.append(
+            f"| {label} | {what} | {precision} | {read:.0f} | {streamed:.1f} | {same:.1f} | {streamed / single:.2f}x "
+            f"| {streamed / same:.2f}x |"
+        )
     if not args.no_write:
         kept = RESULTS.read_text().partition(DISCUSSION)[2] if RESULTS.is_file() else "\n"
         RESULTS.write_text("\n".join(lines) + f"\n\n{DISCUSSION}{kept}")

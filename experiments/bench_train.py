@@ -52,6 +52,7 @@ from vad.data.frames import read_image, resize
 from vad.flow import LucasKanade
 from vad.methods.ffp import FFP
 from vad.nets import UNet
+from vad.report import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PED2 = Path(os.environ.get("VAD_SHARED_DATA", REPO.parent / "shared" / "data")) / "ped2"
@@ -402,9 +403,10 @@ class RefPatchGAN(torch.nn.Module):
 
 
 class ReferenceStep:
-    """One reference-style iteration: decode the batch's 5 JPEGs per sample, G step, D step (NCHW, float32)."""
+    """One reference-style iteration: decode the batch's 5 JPEGs per sample, G step, D step (NCHW; float32 as the
+    ports run, or with ``autocast`` the forward passes under bfloat16 autocast, as the port would run if wrapped)."""
 
-    def __init__(self, args: argparse.Namespace, files: list[list[Path]]) -> None:
+    def __init__(self, args: argparse.Namespace, files: list[list[Path]], autocast: bool = False) -> None:
         torch.manual_seed(0)
         c = args.channels
         self.g = RefUNet(4 * c, c, args.features)
@@ -413,6 +415,7 @@ class ReferenceStep:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-5)
         self.files, self.args, self.next = files, args, 0
+        self.autocast = autocast
 
     def load(self) -> torch.Tensor:
         clips = []
@@ -426,18 +429,20 @@ class ReferenceStep:
     def step(self, _: torch.Tensor | None = None) -> None:
         frames = self.load()
         inputs, target = frames[:, :-1].flatten(1, 2), frames[:, -1]
-        prediction = self.g(inputs)
-        self.d.requires_grad_(False)
-        loss_g = (
-            losses.intensity_loss(prediction, target)
-            + losses.gradient_loss(prediction, target)
-            + 0.05 * losses.lsgan_generator_loss(self.d(prediction))
-        )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            prediction = self.g(inputs)
+            self.d.requires_grad_(False)
+            loss_g = (
+                losses.intensity_loss(prediction, target)
+                + losses.gradient_loss(prediction, target)
+                + 0.05 * losses.lsgan_generator_loss(self.d(prediction))
+            )
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         self.d.requires_grad_(True)
-        loss_d = losses.lsgan_discriminator_loss(self.d(target), self.d(prediction.detach()))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            loss_d = losses.lsgan_discriminator_loss(self.d(target), self.d(prediction.detach()))
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
@@ -446,16 +451,17 @@ class ReferenceStep:
 class SuiteStep:
     """One suite iteration: a batch of clips from the frame cache (as the training loader gives it: uint8), converted
     to float by the module (``prepare_batch``, as Lightning's batch transfer does), then the G and D steps of
-    vad.methods.ffp as the LightningModule runs them (PlainFFP)."""
+    vad.methods.ffp as the LightningModule runs them (PlainFFP), in float32 or under bfloat16 autocast (as
+    ``trainer.precision=bf16-mixed`` runs them)."""
 
-    def __init__(self, args: argparse.Namespace, clips: object) -> None:
+    def __init__(self, args: argparse.Namespace, clips: object, autocast: bool = False) -> None:
         from vad.data.clips import collate_clips
 
         self.collate = collate_clips
         model = make_model(args)
         model.channels_last = True  # conf/model/ffp.yaml's default, applied when a Trainer sets the module up
         model.setup("fit")
-        self.plain = PlainFFP(model, torch.device("cpu"), autocast=False)
+        self.plain = PlainFFP(model, torch.device("cpu"), autocast=autocast)
         self.clips, self.args, self.next = clips, args, 0
 
     def step(self, _: torch.Tensor | None = None) -> None:
@@ -477,21 +483,31 @@ def reference_comparison(args: argparse.Namespace) -> None:
                                clip_len=5, cache_dir=cache, num_workers=0)  # fmt: skip
         data.prepare_data()
         data.setup("fit")
-        suite = SuiteStep(args, data.train_dataset)
-        reference = ReferenceStep(args, files)
+        # each side in float32 (as the ports run) and under bfloat16 autocast (trainer.precision=bf16-mixed; for
+        # the reference, the ports' step wrapped in autocast), all four interleaved
+        steppers = {
+            "suite": SuiteStep(args, data.train_dataset).step,
+            "suite_bf16": SuiteStep(args, data.train_dataset, autocast=True).step,
+            "reference": ReferenceStep(args, files).step,
+            "reference_bf16": ReferenceStep(args, files, autocast=True).step,
+        }
         steps = [None] * (args.steps + 1)
-        rows: dict[str, list[float]] = {"suite": [], "reference": []}
+        rows: dict[str, list[float]] = {name: [] for name in steppers}
         for _ in range(args.repeats):
-            rows["suite"].append(seconds_per_step(suite.step, steps, torch.device("cpu")))
-            rows["reference"].append(seconds_per_step(reference.step, steps, torch.device("cpu")))
+            for name, step in steppers.items():
+                rows[name].append(seconds_per_step(step, steps, torch.device("cpu")))
     t = {k: statistics.median(v) for k, v in rows.items()}
-    ratio = t["suite"] / t["reference"]
     goal = 0.8
+    ratios = {
+        "suite float32 / reference float32 (as the ports run)": t["suite"] / t["reference"],
+        "suite bf16-mixed / reference float32 (as the ports run)": t["suite_bf16"] / t["reference"],
+        "suite bf16-mixed / reference under bf16 autocast (same precision)": t["suite_bf16"] / t["reference_bf16"],
+    }
     lines = [
         "# FFP iteration: the suite vs a reference-style iteration (the public PyTorch ports' way)",
         "",
         f"Generated by `python experiments/bench_train.py {' '.join(sys.argv[1:])}` on {datetime.date.today()}: "
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} "
+        f"{cpu_description()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} "
         f"threads). {args.size}x{args.size}, {args.channels} channel(s), batch {args.batch}, width {args.features} "
         f"(U-Net depth 4, PatchGAN {2 * args.features}-{8 * args.features} on both sides), intensity + gradient + "
         f"0.05 adversarial, no "
@@ -499,10 +515,17 @@ def reference_comparison(args: argparse.Namespace) -> None:
         "",
         "| iteration | seconds per iteration |",
         "|---|---:|",
-        f"| suite: clips from the frame cache + vad.methods.ffp G and D steps (channels-last) | {t['suite']:.3f} |",
-        f"| reference style: 5 JPEG decodes per sample + batch-norm U-Net / PatchGAN, NCHW | {t['reference']:.3f} |",
+        f"| suite: clips from the frame cache + vad.methods.ffp G and D steps (channels-last), float32 "
+        f"| {t['suite']:.3f} |",
+        f"| suite, the same under bfloat16 autocast (`trainer.precision=bf16-mixed`) | {t['suite_bf16']:.3f} |",
+        f"| reference style: 5 JPEG decodes per sample + batch-norm U-Net / PatchGAN, NCHW, float32 (as the ports "
+        f"run) | {t['reference']:.3f} |",
+        f"| reference style under bfloat16 autocast (not an option of the ports) | {t['reference_bf16']:.3f} |",
         "",
-        f"Suite / reference: **{ratio:.2f}** (goal <= {goal}: {'met' if ratio <= goal else 'NOT met'}).",
+        *[
+            f"- {name}: **{value:.2f}** (goal <= {goal}: {'met' if value <= goal else 'NOT met'})"
+            for name, value in ratios.items()
+        ],
         "",
         "All repeats: " + "; ".join(f"{k}: {', '.join(f'{x:.3f}' for x in v)}" for k, v in rows.items()),
     ]

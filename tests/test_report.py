@@ -111,6 +111,9 @@ def test_run_metadata_reports_versions_and_commit():
     assert meta["machine"]["cpu_count"] >= 1
     assert meta["machine"]["torch_threads"] >= 1
     assert isinstance(meta["machine"]["cpu"], str)
+    assert set(meta["machine"]["cpu_bf16"]) <= {"amx_bf16", "avx512_bf16"}  # what bf16 autocast runs on
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert ("amx_bf16" in meta["machine"]["cpu_bf16"]) == (" amx_bf16" in flags)
     json.dumps(meta)
 
 

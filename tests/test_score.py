@@ -158,6 +158,29 @@ def test_bad_inputs_get_one_clear_line(trained: dict, tmp_path: Path) -> None:
         calibrate(hydra_job("calibrate", [f"ckpt_path={trained['ckpt']}"], tmp_path / "c", tmp_path))
 
 
+def test_bf16_scoring_runs_under_autocast_close_to_float32_and_bad_precisions_are_one_line(
+    trained: dict, tmp_path: Path
+) -> None:
+    """precision=bf16-mixed: the forward passes run in bfloat16 (the signals move), close to float32's; an unknown
+    precision, or bf16 asked of an exported model (which runs as exported), is one line naming the key."""
+    video = trained["root"] / "testing" / "frames" / "01"
+    fp32 = read_csv(score_job(trained, "fp32", f"input={video}") / "scores.csv")
+    bf16 = read_csv(score_job(trained, "bf16", f"input={video}", "precision=bf16-mixed") / "scores.csv")
+    assert [r["frame"] for r in bf16] == [r["frame"] for r in fp32]
+    for signal in ("psnr", "patch_max"):
+        got, want = (np.array([float(r[signal]) for r in rows]) for rows in (bf16, fp32))
+        assert not np.array_equal(got, want), f"{signal}: bf16 scoring gave float32's values: no autocast ran"
+        np.testing.assert_allclose(got, want, rtol=0.05, err_msg=signal)
+    with pytest.raises(ConfigError, match=r"^precision=fp16 is not one of \['32-true', 'bf16-mixed'\]"):
+        score(hydra_job("score", [f"ckpt_path={trained['ckpt']}", f"input={video}", "precision=fp16"],
+                        tmp_path / "p", tmp_path))  # fmt: skip
+    export(hydra_job("export", [f"ckpt_path={trained['ckpt']}", "format=torchscript"], tmp_path / "e", tmp_path))
+    exported = tmp_path / "e" / FILE_NAMES["torchscript"]
+    with pytest.raises(ConfigError, match=re.escape(f"precision=bf16-mixed: {exported} is an exported model")):
+        score(hydra_job("score", [f"ckpt_path={exported}", f"input={video}", "precision=bf16-mixed"],
+                        tmp_path / "q", tmp_path))  # fmt: skip
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_an_exported_model_scores_like_its_checkpoint(trained: dict, fmt: str) -> None:
     """vad.score ckpt_path=model.pt|model.onnx (vad.export's files, routed by suffix): the checkpoint's raw signals

@@ -59,7 +59,7 @@ def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDete
 
 def score(cfg: DictConfig) -> dict[str, Any]:
     from vad.exported import ExportedDetector
-    from vad.stream import StreamScorer, open_inputs
+    from vad.stream import PRECISIONS, StreamScorer, open_inputs
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give a trained detector's checkpoint (ckpt_path=<run>/checkpoints/last.ckpt)")
@@ -68,8 +68,16 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file, or a model.pt / model.onnx of vad.export")
+    precision = str(cfg.get("precision", "32-true"))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision} is not one of {list(PRECISIONS)} (float32 or bfloat16 autocast)")
     run_dir = run_directory()
     model, clips = load_detector(ckpt, cfg)
+    if precision != "32-true" and isinstance(model, ExportedDetector):
+        raise ConfigError(
+            f"precision={precision}: {ckpt} is an exported model, which runs as it was exported; score its training "
+            "checkpoint for bfloat16, or drop precision="
+        )
     raw = bool(cfg.get("raw", False))
     threshold = cfg.threshold.get("value")
     if threshold is None and not raw:
@@ -89,6 +97,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
         threshold=None if threshold is None else float(threshold),
         calibrated=not raw,
         event_gap=int(cfg.get("event_gap", 0)),
+        precision=precision,
     )
     results = {}
     for source in sources:

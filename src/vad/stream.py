@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 DEFAULT_FPS = 25.0
 #: seconds between two console reports of a live input
 REPORT_EVERY = 2.0
+#: the inference precisions of the scorer: float32, or bfloat16 autocast (Lightning's names)
+PRECISIONS = ("32-true", "bf16-mixed")
 
 
 @dataclass
@@ -229,6 +231,8 @@ class StreamScorer:
         weights: fusion weights (default the model's ``score_weights``).
         calibrated: score with the model's calibration (True) or the raw weighted fusion sum_s w_s s (False).
         event_gap: quiet frames allowed inside one event.
+        precision: ``32-true``, or ``bf16-mixed`` to run the model's forward passes under bfloat16 autocast (as a
+            Lightning Trainer with ``precision=bf16-mixed`` does; a training checkpoint only).
     """
 
     def __init__(
@@ -246,9 +250,13 @@ class StreamScorer:
         calibrated: bool = True,
         event_gap: int = 0,
         queue_size: int = 256,
+        precision: str = "32-true",
     ) -> None:
         if calibrated and model.calibration is None:
             raise DataError("the checkpoint holds no calibration; run python -m vad.calibrate ckpt_path=<it> first")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.bf16 = precision == "bf16-mixed"
         self.model = model.eval()
         self.clip_len = clip_len
         self.frame_stride = frame_stride
@@ -302,10 +310,12 @@ class StreamScorer:
         }
         if self.flow_estimator is not None:
             batch["flows"] = torch.stack([self._flows(w) for w in windows]).to(self.model.device)
-        signals = {k: v.detach().double().cpu().numpy() for k, v in self.model.test_signals(batch).items()}
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            signals = {k: v.detach().double().cpu().numpy() for k, v in self.model.test_signals(batch).items()}
+            panels = self.model.sample_panels(batch) if want_panels else {}
         heat = None
         if want_panels:
-            heat = next((p.data for p in self.model.sample_panels(batch).values() if p.kind == "heatmap"), None)
+            heat = next((p.data for p in panels.values() if p.kind == "heatmap"), None)
             if heat is not None:
                 heat = torch.as_tensor(heat).float().reshape(len(windows), *self.size).cpu().numpy()
         return signals, heat
