@@ -6,7 +6,10 @@ forward pass), and the reader thread alone (decode + resize), for FFP at the CPU
 
 The video: ``vtest.avi`` of ../shared/data when present (real 768x576 footage), else the suite's synthetic scene
 written as an MJPG .avi. Goal on a 2-core CPU: the scorer >= 2x the batch-1 loop at the preset size, and the reader
-never the bottleneck (its frames/s far above the scorer's).
+never the bottleneck (its frames/s far above the scorer's). Each setting is timed in float32 and under bfloat16
+autocast (``vad.score precision=bf16-mixed``); the reference is the float32 batch-1 loop (the ports run float32),
+and the ratio to a bf16 batch-1 loop is printed too. bf16 speed depends on the CPU (the header names its bf16 units:
+with AMX it is several times float32's; without bf16 units, slower).
 
     python experiments/bench_score.py                    # writes experiments/results/bench_score.md
     python experiments/bench_score.py --frames 60 --paper-frames 12 --no-write
