@@ -1,7 +1,7 @@
 """vad.score's speed, side by side in one run: frames/s of the streaming scorer on a video file (decode in the reader
 thread + batched inference + writing scores.csv) vs a batch-1 loop over the same frames (decode, then one clip per
 forward pass), and the reader thread alone (decode + resize), for FFP at the CPU preset's size (``ffp_ped2_cpu``:
-128x128 grey, width 32, batches of 32), at the 64x64 preset's (``ffp_ped2_cpu64``: width 16) and at the paper's
+128x128 grey, width 32, batches of 4: its ``eval_batch_size``), at the 64x64 preset's (``ffp_ped2_cpu64``: width 16) and at the paper's
 (256x256, width 64, batches of 8). Random weights: speed only.
 
 The video: ``vtest.avi`` of ../shared/data when present (real 768x576 footage), else the suite's synthetic scene
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "bench_score.md"
 DISCUSSION = "<!-- discussion: kept by the script -->"
 SETTINGS = {
-    "preset ffp_ped2_cpu (128x128, width 32, batch 32)": {"size": 128, "features": 32, "batch": 32},
+    "preset ffp_ped2_cpu (128x128, width 32, batch 4)": {"size": 128, "features": 32, "batch": 4},
     "ffp_ped2_cpu64 (64x64, width 16, batch 32)": {"size": 64, "features": 16, "batch": 32},
     "paper (256x256, width 64, batch 8)": {"size": 256, "features": 64, "batch": 8},
 }
