@@ -58,10 +58,11 @@ def assert_identical(first: Path, second: Path) -> None:
         assert torch.equal(value, weights_b[key]), key
 
 
-def test_the_quickstart_configuration_repeats_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: as experiment=ffp_ped2_cpu trains
+def test_the_quickstart_configuration_repeats_exactly(tmp_path: Path, precision: str) -> None:
     data = tiny_synthetic(tmp_path / "synthetic")
     overrides = ["experiment=quickstart", *data, "trainer.max_steps=12", "model.generator.features=4",
-                 "model.discriminator.features=[8,8,8,8]"]  # fmt: skip
+                 "model.discriminator.features=[8,8,8,8]", f"trainer.precision={precision}"]  # fmt: skip
     first, second = run_twice(tmp_path, overrides)
     assert_identical(first, second)
 
