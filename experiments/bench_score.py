@@ -1,8 +1,8 @@
 """vad.score's speed, side by side in one run: frames/s of the streaming scorer on a video file (decode in the reader
 thread + batched inference + writing scores.csv) vs a batch-1 loop over the same frames (decode, then one clip per
 forward pass), and the reader thread alone (decode + resize), for FFP at the CPU preset's size (``ffp_ped2_cpu``:
-128x128 grey, width 32, batches of 4: its ``eval_batch_size``), at the 64x64 preset's (``ffp_ped2_cpu64``: width 16) and at the paper's
-(256x256, width 64, batches of 8). Random weights: speed only.
+128x128 grey, width 32, batches of 4: its ``eval_batch_size``), at the 64x64 preset's (``ffp_ped2_cpu64``: width
+16) and at the paper's (256x256, width 64, batches of 8). Random weights: speed only.
 
 The video: ``vtest.avi`` of ../shared/data when present (real 768x576 footage), else the suite's synthetic scene
 written as an MJPG .avi. Goal on a 2-core CPU: the scorer >= 2x the batch-1 loop at the preset size, and the reader
