@@ -65,6 +65,14 @@ def test_the_quickstart_configuration_repeats_exactly(tmp_path: Path, precision:
                  "model.discriminator.features=[8,8,8,8]", f"trainer.precision={precision}"]  # fmt: skip
     first, second = run_twice(tmp_path, overrides)
     assert_identical(first, second)
+    if precision != "32-true":
+        # and it really trained in that precision: a float32 run of the same seed ends with other weights
+        other = tmp_path / "float32"
+        train(hydra_job("train", [*overrides, "trainer.precision=32-true", "callbacks.progress_bar.refresh_rate=0"],
+                        other, tmp_path))  # fmt: skip
+        mine = torch.load(first / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        theirs = torch.load(other / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        assert any(not torch.equal(value, theirs[key]) for key, value in mine.items())
 
 
 @pytest.mark.slow
