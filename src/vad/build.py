@@ -89,7 +89,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     callbacks = []
     if with_callbacks:
-        callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+        with unwrapped_constructor_errors():
+            callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
         callbacks.append(NonFiniteCheckpoint(run_dir / "checkpoints"))
         if cfg.dataset.get("val_videos"):
             callbacks.append(BestValCheckpoint(run_dir / "checkpoints"))

@@ -4,10 +4,12 @@
     <run>/samples/step0000500.png      SampleGrids: the method's sample panels of the current batch, every N steps
     <run>/checkpoints/nonfinite_step0000123.ckpt   NonFiniteCheckpoint: the training state at the failing step
     <run>/checkpoints/best-val-step0000400.ckpt    BestValCheckpoint: the best validation micro AUC so far
+    checkpoint["state_dict"] / checkpoint["ema"]   WeightEMA: the averaged weights (the detector) / the trained ones
 
-    callbacks = [SampleGrids(every_n_steps=500), NonFiniteCheckpoint("<run>/checkpoints")]
+    callbacks = [SampleGrids(every_n_steps=500), NonFiniteCheckpoint("<run>/checkpoints"), WeightEMA(decay=0.999)]
 
-``RunCheckpoint`` and ``SampleGrids`` are configured in ``conf/callbacks/default.yaml``; ``NonFiniteCheckpoint`` is
+``RunCheckpoint``, ``SampleGrids`` and ``WeightEMA`` (off unless ``callbacks.ema`` is set) are configured in
+``conf/callbacks/default.yaml``; ``NonFiniteCheckpoint`` is
 part of every training run (``vad.build.build_trainer`` adds it), since a diverged run must always leave its state;
 ``BestValCheckpoint`` of every run with held-out validation videos.
 """
@@ -20,8 +22,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 
 from vad import panels, report, tracking
+from vad.errors import ConfigError
 from vad.methods.base import NonFiniteLossError, VADModule
 
 
@@ -109,3 +113,122 @@ class NonFiniteCheckpoint(Callback):
         path = self.dirpath / f"nonfinite_step{trainer.global_step:07d}.ckpt"
         trainer.save_checkpoint(path)
         exception.args = (f"{exception.args[0]}; the training state of that step is saved in {path}",)
+
+
+class WeightEMA(Callback):
+    """An exponential moving average of the weights, which is the detector: validation, the test, the calibration,
+    ``vad.evaluate``, ``vad.score`` and ``vad.export`` all use the average, while training goes on with the trained
+    weights (every method, through any optimiser: the average follows the module, not an optimiser).
+
+    After each iteration (when ``global_step`` has advanced, after the first ``start_step`` iterations) every
+    floating-point parameter and buffer ``a`` of the average moves toward the trained value ``w``:
+    ``a <- d a + (1 - d) w`` with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the usual warm-up: the
+    first averages follow the fast-changing early weights instead of remembering the initialisation); the first
+    update copies the weights and integer buffers are always copied. With ``decay=0.999`` the average spans about
+    the last 1000 iterations.
+
+    Checkpoints: ``state_dict`` holds the average (what every reader of a checkpoint loads), ``checkpoint["ema"]`` the
+    trained weights, the update count and the settings, from which ``ckpt_path=...`` resumes training so that it
+    ends with the weights and average of an uninterrupted run. During a validation in training the average is
+    swapped in and out; at the end of training it stays in the module (the trained weights remain in ``ema``).
+    """
+
+    KEY = "ema"
+
+    def __init__(self, decay: float = 0.999, start_step: int = 0) -> None:
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0.0 < decay < 1.0:
+            raise ConfigError(f"callbacks.ema.decay={decay!r}: the average's decay must lie in (0, 1), e.g. 0.999")
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+            raise ConfigError(f"callbacks.ema.start_step={start_step!r} must be an iteration number >= 0")
+        self.decay = float(decay)
+        self.start_step = start_step
+        self.average: dict[str, torch.Tensor] | None = None
+        self.updates = 0  # averages taken
+        self.step = 0  # the global_step of the last update
+        self._trained: dict[str, torch.Tensor] | None = None  # the trained weights while the average is in the module
+
+    @staticmethod
+    def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return module.state_dict()  # detached views of the module's own storage: writing into them writes the module
+
+    def _update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Average the weights of the current ``global_step`` once (from ``start_step`` on)."""
+        step = trainer.global_step
+        if step <= self.step or step <= self.start_step or self._trained is not None:
+            return
+        self.step = step
+        current = self._tensors(pl_module)
+        if self.average is None:
+            self.average = {name: value.detach().clone() for name, value in current.items()}
+            self.updates = 1
+            return
+        keep = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        with torch.no_grad():
+            for name, value in current.items():
+                average = self.average[name]
+                if average.is_floating_point():
+                    average.lerp_(value.to(average.dtype), 1.0 - keep)
+                else:
+                    average.copy_(value)
+        self.updates += 1
+
+    def _swap_in(self, pl_module: L.LightningModule) -> None:
+        if self.average is None or self._trained is not None:
+            return
+        current = self._tensors(pl_module)
+        self._trained = {name: value.detach().clone() for name, value in current.items()}
+        with torch.no_grad():
+            for name, value in current.items():
+                value.copy_(self.average[name])
+
+    def _swap_out(self, pl_module: L.LightningModule) -> None:
+        if self._trained is None:
+            return
+        with torch.no_grad():
+            for name, value in self._tensors(pl_module).items():
+                value.copy_(self._trained[name])
+        self._trained = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._update(trainer, pl_module)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._swap_in(pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._swap_out(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._update(trainer, pl_module)
+        self._swap_in(pl_module)  # the detector from now on; the trained weights stay in self._trained
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # A periodic checkpoint holds its iteration's update: Lightning runs the checkpoint callbacks' hooks after
+        # every other callback's, so on_train_batch_end above has taken it (tested with the resume).
+        if self.average is None:
+            return
+        trained = self._trained or self._tensors(pl_module)
+        checkpoint["state_dict"] = {name: value.detach().clone() for name, value in self.average.items()}
+        checkpoint[self.KEY] = {
+            "trained_state_dict": {name: value.detach().clone() for name, value in trained.items()},
+            "decay": self.decay,
+            "start_step": self.start_step,
+            "updates": self.updates,
+            "step": self.step,
+        }
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Only a resumed fit needs the trained weights back; a test of the checkpoint uses its average.
+        state = checkpoint.get(self.KEY)
+        if trainer.state.fn != TrainerFn.FITTING or state is None:
+            return
+        pl_module.load_state_dict(state["trained_state_dict"])
+        device = pl_module.device
+        self.average = {name: value.detach().to(device, copy=True) for name, value in checkpoint["state_dict"].items()}
+        self.updates = int(state["updates"])
+        self.step = int(state["step"])
+        self._trained = None

@@ -150,9 +150,12 @@ def finalise_checkpoint(trainer: L.Trainer, model: Any, datamodule: Any, run_dir
     return record
 
 
-def read_resume_checkpoint(path: str) -> dict[str, Any]:
+def read_resume_checkpoint(path: str, cfg: DictConfig) -> dict[str, Any]:
     """The checkpoint to resume from, checked: a checkpoint of this suite (:func:`read_checkpoint`) that holds a
-    training state (optimiser states and loop counters), not only weights."""
+    training state (optimiser states and loop counters), not only weights; one trained with a weight average
+    (:class:`~vad.callbacks.WeightEMA`) resumes only with one, since its ``state_dict`` is the average, not the
+    weights that were being trained."""
+    from vad.callbacks import WeightEMA
     from vad.checkpoint_io import read_checkpoint
 
     checkpoint = read_checkpoint(path)
@@ -160,6 +163,12 @@ def read_resume_checkpoint(path: str) -> dict[str, Any]:
         raise ConfigError(
             f"ckpt_path: {path} holds weights but no training state to resume from (optimiser states, loop "
             f"counters); test it with python -m vad.evaluate ckpt_path={path}"
+        )
+    if WeightEMA.KEY in checkpoint and (cfg.get("callbacks") or {}).get("ema") is None:
+        decay = checkpoint[WeightEMA.KEY].get("decay")
+        raise ConfigError(
+            f"ckpt_path: {path} was trained with a weight average (callbacks.ema, decay {decay}); resume it with "
+            f"the same callbacks.ema='{{_target_: vad.callbacks.WeightEMA, decay: {decay}}}'"
         )
     return checkpoint
 
@@ -189,7 +198,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = run_directory()
     resume = resolve_resume(cfg.get("ckpt_path"), run_dir)
-    resume_checkpoint = read_resume_checkpoint(resume) if resume is not None else None
+    resume_checkpoint = read_resume_checkpoint(resume, cfg) if resume is not None else None
     choice = check_selection(cfg)
     pixel = PixelEvaluation(settings_from_config(cfg), run_dir)  # checked before anything is trained
     check_fresh(run_dir, resuming=resume is not None)
