@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from vad import config_dir, scoring
-from vad.build import build_model
+from vad.build import build_model, build_trainer
+from vad.callbacks import WeightEMA
 from vad.cli import check_overrides
 from vad.errors import ConfigError, DataError
 from vad.evaluate import evaluate
@@ -35,6 +36,9 @@ def test_every_experiment_composes_and_instantiates(experiment: str, tmp_path: P
     model = build_model(cfg)
     assert datamodule.clip_len == model.clip_len == cfg.model.clip_len
     assert model.channels == cfg.dataset.channels
+    trainer = build_trainer(cfg, tmp_path / "run")  # the callbacks (a preset's weight average) and loggers too
+    if (cfg.get("callbacks") or {}).get("ema") is not None:
+        assert any(isinstance(c, WeightEMA) for c in trainer.callbacks)
 
 
 def test_train_writes_the_run_and_evaluate_reproduces_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
