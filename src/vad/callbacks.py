@@ -131,6 +131,8 @@ class WeightEMA(Callback):
     trained weights, the update count and the settings, from which ``ckpt_path=...`` resumes training so that it
     ends with the weights and average of an uninterrupted run. During a validation in training the average is
     swapped in and out; at the end of training it stays in the module (the trained weights remain in ``ema``).
+    Resuming a checkpoint trained without an average starts the average at the resumed weights; the reverse is
+    refused (``vad.train.read_resume_checkpoint``).
     """
 
     KEY = "ema"
@@ -152,7 +154,7 @@ class WeightEMA(Callback):
         return module.state_dict()  # detached views of the module's own storage: writing into them writes the module
 
     def _update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Average the weights of the current ``global_step`` once (from ``start_step`` on)."""
+        """Average the weights of the current ``global_step`` once (after the first ``start_step`` iterations)."""
         step = trainer.global_step
         if step <= self.step or step <= self.start_step or self._trained is not None:
             return
