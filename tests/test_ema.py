@@ -112,6 +112,19 @@ def test_an_averaged_run_resumes_only_with_an_average(tmp_path: Path) -> None:
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+def test_a_run_without_an_average_resumes_with_one_that_starts_at_the_resumed_weights(tmp_path: Path) -> None:
+    data = tiny_dataset(tmp_path / "tiny")
+    settings = [*data, *TINY_FFP, "model.loss.flow=0", "test=false"]
+    train(hydra_job("train", settings, tmp_path / "plain", tmp_path))  # 3 iterations, no average
+    plain = tmp_path / "plain" / "checkpoints" / "last.ckpt"
+    assert WeightEMA.KEY not in load(plain)
+    train(hydra_job("train", [*settings, "trainer.max_steps=5", ema(0.5), f"ckpt_path={plain}"], tmp_path / "r",
+                    tmp_path))  # fmt: skip
+    resumed = load(tmp_path / "r" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == 5
+    assert resumed[WeightEMA.KEY]["updates"] == 2  # iterations 4 and 5
+
+
 @pytest.mark.parametrize(("setting", "message"), [("decay: 1.0", "decay=1.0"), ("start_step: -1", "start_step=-1")])
 def test_bad_settings_are_refused_naming_the_key(setting: str, message: str, tmp_path: Path) -> None:
     data = tiny_dataset(tmp_path / "tiny")
