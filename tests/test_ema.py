@@ -62,10 +62,10 @@ def test_the_checkpoint_holds_the_exact_average_of_the_trained_weights(tmp_path:
         assert torch.equal(last[WeightEMA.KEY]["trained_state_dict"][key], value), key
 
 
-def vad_evaluate(ckpt: Path, out: Path, home: Path) -> str:
+def vad_evaluate(ckpt: Path, out: Path, home: Path, *overrides: str) -> str:
     """The real CLI in a fresh process (the checkpoint's config rebuilds the run's model and data): its scores.csv."""
     env = dict(os.environ, VAD_HOME=str(home))
-    command = [sys.executable, "-m", "vad.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={out}"]
+    command = [sys.executable, "-m", "vad.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={out}", *overrides]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (out / "scores.csv").read_text()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
+from test_ema import vad_evaluate
 from vad.build import model_from_checkpoint
 from vad.calibrate import calibrate
 from vad.calibration import Calibration, events
@@ -179,6 +180,37 @@ def test_bf16_scoring_runs_under_autocast_close_to_float32_and_bad_precisions_ar
     with pytest.raises(ConfigError, match=re.escape(f"precision=bf16-mixed: {exported} is an exported model")):
         score(hydra_job("score", [f"ckpt_path={exported}", f"input={video}", "precision=bf16-mixed"],
                         tmp_path / "q", tmp_path))  # fmt: skip
+
+
+def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_unless_told_otherwise(tmp_path: Path) -> None:
+    """The detector's precision is its run's trainer.precision: vad.evaluate of a bf16-mixed run reproduces its test
+    exactly, vad.score scores it in bf16, vad.calibrate reproduces the calibration vad.train stored (computed in bf16
+    too); float32 stays available on the command line."""
+    data = tiny_synthetic(tmp_path / "synthetic")
+    run = tmp_path / "run"
+    overrides = [*data, *TINY_FFP, "model.loss.flow=0", "trainer.max_steps=20", "dataset.val_videos=1",
+                 "trainer.precision=bf16-mixed"]  # fmt: skip
+    train(hydra_job("train", overrides, run, tmp_path))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert json.loads((run / "metrics.json").read_text())["precision"] == "bf16-mixed"
+    tested = (run / "scores.csv").read_text()
+    assert vad_evaluate(ckpt, tmp_path / "eval", tmp_path) == tested
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "bf16-mixed"
+    assert vad_evaluate(ckpt, tmp_path / "eval32", tmp_path, "trainer.precision=32-true") != tested
+
+    video = tmp_path / "synthetic" / "testing" / "frames" / "01"
+    scored = {}
+    for name, extra in (("default", []), ("bf16", ["precision=bf16-mixed"]), ("fp32", ["precision=32-true"])):
+        score(hydra_job("score", [f"ckpt_path={ckpt}", f"input={video}", *extra], tmp_path / name, tmp_path))
+        scored[name] = (tmp_path / name / "scores.csv").read_text()
+    assert scored["default"] == scored["bf16"] != scored["fp32"]
+
+    stored = torch.load(ckpt, weights_only=False)["vad_calibration"]
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes(ckpt.read_bytes())
+    calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true"], tmp_path / "c", tmp_path))
+    again = torch.load(copy, weights_only=False)["vad_calibration"]
+    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(stored, sort_keys=True, default=str)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

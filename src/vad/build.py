@@ -131,6 +131,7 @@ def test_and_report(
     if trainer.is_global_zero and result is not None:
         meta = dict(meta)
         meta.update({"checkpoint": ckpt_path, "checkpoint_selection": selection, "world_size": trainer.world_size})
+        meta["precision"] = str(trainer.precision)  # the test's arithmetic (bf16-mixed: bfloat16 autocast)
         meta.setdefault("selected_on_test_labels", selection.startswith("best_on_test"))
         tracking.publish_selection(
             trainer.loggers,

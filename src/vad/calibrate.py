@@ -52,7 +52,11 @@ def write_calibration(ckpt: Path, model: VADModule) -> None:
 
 
 def calibrate(cfg: DictConfig) -> dict[str, Any]:
+    import torch
+    from omegaconf import OmegaConf
+
     from vad.build import build_datamodule, model_from_checkpoint
+    from vad.evaluate import detector_precision
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give the checkpoint to calibrate (ckpt_path=<run>/checkpoints/last.ckpt)")
@@ -67,7 +71,10 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(run_cfg, model)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    summary = calibrate_model(model, datamodule)
+    # in the precision the detector was trained, tested and is scored in (as vad.train calibrates it)
+    precision = detector_precision({"config": OmegaConf.to_container(run_cfg, resolve=False)})
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        summary = calibrate_model(model, datamodule)
     write_calibration(ckpt, model)
     print(
         f"calibrated on {summary['frames']} frames ({summary['source']}); threshold at a 1% false-alarm rate: "

@@ -6,7 +6,9 @@
 
 The checkpoint carries the config it was trained with; the model, dataset and flow settings come from there.
 Command-line overrides apply on top (``dataset.root=/copy/elsewhere``), and switching a whole group
-(``dataset=avenue``) takes that group's config instead. ``select=best_on_test`` tests every checkpoint of a run and
+(``dataset=avenue``) takes that group's config instead. The test runs in the checkpoint's precision (its run's
+``trainer.precision``, float32 or bf16-mixed), so a checkpoint's test is reproduced exactly, unless the command line
+sets ``trainer.precision``. ``select=best_on_test`` tests every checkpoint of a run and
 keeps the best micro AUC: that number is selected on the test labels and is reported as such.
 
 When every test video has pixel masks (UCSD, Avenue, ShanghaiTech) the test also measures the pixel-level metrics of
@@ -31,7 +33,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vad.cli import check_fresh, run_hydra, show
 from vad.errors import ConfigError, DataError
@@ -92,6 +94,24 @@ def test_data_config(cfg: DictConfig) -> DictConfig:
     return out
 
 
+#: the precisions a detector is run in when it was trained in them (the others, such as GPU float16, are not adopted)
+DETECTOR_PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def detector_precision(saved: dict[str, Any]) -> str:
+    """The precision a checkpoint's detector runs in: its run's ``trainer.precision`` (in which its training ended
+    with a test and its calibration), when that is float32 or bf16-mixed; float32 otherwise."""
+    precision = str(((saved.get("config") or {}).get("trainer") or {}).get("precision", "32-true"))
+    precision = {"32": "32-true", "bf16": "bf16-mixed"}.get(precision, precision)
+    return precision if precision in DETECTOR_PRECISIONS else "32-true"
+
+
+def precision_overridden() -> bool:
+    """Whether this command line sets the trainer's precision (``trainer.precision=...`` or ``trainer=<group>``)."""
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    return any(o.key_or_group in ("trainer", "trainer.precision") for o in overrides)
+
+
 def effective_config(cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
     """The checkpoint's config with this command line's overrides of the model / dataset / flow groups on top."""
     eff = OmegaConf.create(saved["config"])
@@ -126,7 +146,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
         files = checkpoint_files(cfg.ckpt_path, select)
-        eff = effective_config(cfg, saved_config(files[-1]))
+        saved = saved_config(files[-1])
+        eff = effective_config(cfg, saved)
+        if not precision_overridden():  # the detector runs as it was trained and tested (a bf16-mixed run: bf16)
+            with open_dict(cfg):
+                cfg.trainer.precision = detector_precision(saved)
     else:
         files, eff = [], cfg
     model = build_model(eff)

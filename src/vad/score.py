@@ -21,10 +21,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vad.cli import run_hydra
 from vad.errors import ConfigError
+from vad.evaluate import detector_precision
 from vad.train import run_directory
 
 if TYPE_CHECKING:
@@ -36,14 +37,16 @@ if TYPE_CHECKING:
 
 def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDetector, dict[str, Any]]:
     """The detector of ``ckpt`` on ``cfg.device`` (a training checkpoint, or a ``.pt`` / ``.onnx`` of vad.export, by
-    its suffix) and the StreamScorer arguments of its clips and frames (``clip_len``, ..., ``batch_size``)."""
+    its suffix) and the StreamScorer arguments of its clips and frames (``clip_len``, ..., ``batch_size``) with the
+    ``precision`` it was trained and tested in (an exported model: float32)."""
     from vad.build import model_from_checkpoint
     from vad.exported import DEFAULT_BATCH_SIZE, ExportedDetector, is_exported
 
     device = cfg.get("device", "cpu")
     if is_exported(ckpt):
         detector = ExportedDetector.load(ckpt, device=device)
-        return detector, {**detector.preprocessing(), "batch_size": int(cfg.batch_size or DEFAULT_BATCH_SIZE)}
+        batch_size = int(cfg.batch_size or DEFAULT_BATCH_SIZE)
+        return detector, {**detector.preprocessing(), "batch_size": batch_size, "precision": "32-true"}
     model, run_cfg = model_from_checkpoint(ckpt, cfg)
     model.to(device)
     data = run_cfg.dataset
@@ -54,6 +57,7 @@ def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDete
         "channels": int(data.channels),
         "interpolation": str(data.get("interpolation", "linear")),
         "batch_size": int(cfg.batch_size or data.get("eval_batch_size") or data.batch_size),
+        "precision": detector_precision({"config": OmegaConf.to_container(run_cfg, resolve=False)}),
     }
 
 
@@ -68,11 +72,13 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file, or a model.pt / model.onnx of vad.export")
-    precision = str(cfg.get("precision", "32-true"))
-    if precision not in PRECISIONS:
+    precision = cfg.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
         raise ConfigError(f"precision={precision} is not one of {list(PRECISIONS)} (float32 or bfloat16 autocast)")
     run_dir = run_directory()
     model, clips = load_detector(ckpt, cfg)
+    trained_in = clips.pop("precision")
+    precision = trained_in if precision is None else str(precision)  # null: as the detector was trained and tested
     if precision != "32-true" and isinstance(model, ExportedDetector):
         raise ConfigError(
             f"precision={precision}: {ckpt} is an exported model, which runs as it was exported; score its training "

@@ -127,17 +127,20 @@ def finalise_checkpoint(trainer: L.Trainer, model: Any, datamodule: Any, run_dir
     ``vad.evaluate`` / ``vad.score`` of it works exactly like this run's test: the training means of a method that
     declares ``training_mean_names`` (AMC's score weights), then the calibration of the scores on held-out normal
     frames (``vad.calibration``, for streams and alerts). Nothing else in the checkpoint changes (the loop and
-    optimiser states of the last step stay as saved). Returns what metrics.json records."""
+    optimiser states of the last step stay as saved). Both run in the trainer's precision. Returns what
+    metrics.json records."""
     import torch
 
     from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
     from vad.checkpoint_io import AtomicCheckpointIO
 
     record: dict[str, Any] = {}
-    if model.training_mean_names:
-        record["training_means"] = model.compute_training_means(datamodule.training_frames_dataloader())
-    loader, source = datamodule.calibration_dataloader()
-    calibration = model.calibrate(loader, source)
+    # in the trainer's precision (bf16-mixed: bfloat16 autocast), in which the test runs and the detector is scored
+    with trainer.precision_plugin.forward_context():
+        if model.training_mean_names:
+            record["training_means"] = model.compute_training_means(datamodule.training_frames_dataloader())
+        loader, source = datamodule.calibration_dataloader()
+        calibration = model.calibrate(loader, source)
     record["calibration"] = {"source": calibration.source, "frames": calibration.frames}
     last = run_dir / "checkpoints" / "last.ckpt"
     if trainer.is_global_zero and last.is_file():
