@@ -31,16 +31,21 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def train_small(home: Path, *overrides: str) -> Path:
+    """A small FFP trained on the tiny synthetic set (in ``home``) with one held-out video, tested, then calibrated:
+    its last checkpoint (run folder ``home/run``)."""
+    data = tiny_synthetic(home / "synthetic")
+    train(hydra_job("train", [*data, *TINY_FFP, "model.loss.flow=0", "dataset.val_videos=1", *overrides],
+                    home / "run", home))  # fmt: skip
+    return home / "run" / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A small FFP trained on the tiny synthetic set with one held-out video, tested, then calibrated."""
     home = tmp_path_factory.mktemp("score")
-    data = tiny_synthetic(home / "synthetic")
+    ckpt = train_small(home, "trainer.max_steps=60", "dataset.batch_size=4")
     run = home / "run"
-    overrides = [*data, *TINY_FFP, "model.loss.flow=0", "trainer.max_steps=60", "dataset.val_videos=1",
-                 "dataset.batch_size=4"]  # fmt: skip
-    train(hydra_job("train", overrides, run, home))
-    ckpt = run / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["vad_calibration"]["frames"] == 32  # the held-out video, after training
     return {"home": home, "run": run, "ckpt": ckpt, "root": home / "synthetic"}
 
@@ -186,12 +191,8 @@ def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_unless_told_other
     """The detector's precision is its run's trainer.precision: vad.evaluate of a bf16-mixed run reproduces its test
     exactly, vad.score scores it in bf16, vad.calibrate reproduces the calibration vad.train stored (computed in bf16
     too); float32 stays available on the command line."""
-    data = tiny_synthetic(tmp_path / "synthetic")
+    ckpt = train_small(tmp_path, "trainer.max_steps=20", "trainer.precision=bf16-mixed")
     run = tmp_path / "run"
-    overrides = [*data, *TINY_FFP, "model.loss.flow=0", "trainer.max_steps=20", "dataset.val_videos=1",
-                 "trainer.precision=bf16-mixed"]  # fmt: skip
-    train(hydra_job("train", overrides, run, tmp_path))
-    ckpt = run / "checkpoints" / "last.ckpt"
     assert json.loads((run / "metrics.json").read_text())["precision"] == "bf16-mixed"
     tested = (run / "scores.csv").read_text()
     assert vad_evaluate(ckpt, tmp_path / "eval", tmp_path) == tested
