@@ -205,6 +205,10 @@ def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_unless_told_other
         score(hydra_job("score", [f"ckpt_path={ckpt}", f"input={video}", *extra], tmp_path / name, tmp_path))
         scored[name] = (tmp_path / name / "scores.csv").read_text()
     assert scored["default"] == scored["bf16"] != scored["fp32"]
+    rows = read_csv(tmp_path / "default" / "scores.csv")
+    in_test = [r for r in read_csv(run / "scores.csv") if r["video"] == "01"]
+    for signal in ("psnr", "patch_max"):  # the raw signals of vad.evaluate, exactly, in bf16 too
+        assert [float(r[signal]) for r in rows] == [float(r[signal]) for r in in_test], signal
 
     stored = torch.load(ckpt, weights_only=False)["vad_calibration"]
     copy = tmp_path / "copy.ckpt"
