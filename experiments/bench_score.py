@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from vad import precision as precisions
 from vad.data.clips import clips_to_tensor
 from vad.data.frames import _to_channels, resize
 from vad.methods.ffp import FFP
@@ -94,8 +95,7 @@ def batch1_fps(model: FFP, path: Path, size: int, precision: str = "32-true") ->
     cap = cv2.VideoCapture(str(path))
     window: list[np.ndarray] = []
     count = 0
-    bf16 = precision == "bf16-mixed"
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), precisions.autocast(precision, "cpu"):
         while True:
             ok, raw = cap.read()
             if not ok:

@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vad import losses, scoring
+from vad import precision as precisions
 from vad.build import build_datamodule, build_model
 from vad.methods.base import CONFIG_KEY, VALIDATION_LABELS
 
@@ -50,8 +51,7 @@ def signals_on(model: torch.nn.Module, datamodule: object, precision: str = "32-
     ``precision`` is the run's ``trainer.precision``: a bf16-mixed run is validated under the same bfloat16 autocast
     as its own validation and test stages."""
     records: dict[str, list[np.ndarray]] = {}
-    bf16 = str(precision).startswith("bf16")
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), precisions.autocast(precision, "cpu"):
         for batch in datamodule.val_dataloader():
             batch = model.prepare_batch(batch)  # the loader's uint8 frames -> float32 in [-1, 1]
             values = {k: v.double().numpy() for k, v in model.frame_signals(batch).items()}
@@ -82,7 +82,7 @@ def validate(
         datamodule = build_datamodule(cfg, model)  # a method asking for flow targets gets them
         datamodule.setup("fit")
         videos = datamodule.val_videos_info
-        records = signals_on(model, datamodule, cfg.trainer.get("precision", "32-true"))
+        records = signals_on(model, datamodule, precisions.of_run(cfg))
         for index, (name, weights) in enumerate(scores_of(model).items()):
             keys = list(weights)
             per_video = scoring.videos_from_records(records, videos, signals=keys)

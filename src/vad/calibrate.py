@@ -52,11 +52,8 @@ def write_calibration(ckpt: Path, model: VADModule) -> None:
 
 
 def calibrate(cfg: DictConfig) -> dict[str, Any]:
-    import torch
-    from omegaconf import OmegaConf
-
+    from vad import precision
     from vad.build import build_datamodule, model_from_checkpoint
-    from vad.evaluate import detector_precision
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give the checkpoint to calibrate (ckpt_path=<run>/checkpoints/last.ckpt)")
@@ -72,8 +69,7 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     # in the precision the detector was trained, tested and is scored in (as vad.train calibrates it)
-    precision = detector_precision({"config": OmegaConf.to_container(run_cfg, resolve=False)})
-    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+    with precision.autocast(precision.of_run(run_cfg), model.device.type):
         summary = calibrate_model(model, datamodule)
     write_calibration(ckpt, model)
     print(

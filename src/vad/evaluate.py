@@ -35,6 +35,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vad import precision
 from vad.cli import check_fresh, run_hydra, show
 from vad.errors import ConfigError, DataError
 from vad.train import run_directory
@@ -94,18 +95,6 @@ def test_data_config(cfg: DictConfig) -> DictConfig:
     return out
 
 
-#: the precisions a detector is run in when it was trained in them (the others, such as GPU float16, are not adopted)
-DETECTOR_PRECISIONS = ("32-true", "bf16-mixed")
-
-
-def detector_precision(saved: dict[str, Any]) -> str:
-    """The precision a checkpoint's detector runs in: its run's ``trainer.precision`` (in which its training ended
-    with a test and its calibration), when that is float32 or bf16-mixed; float32 otherwise."""
-    precision = str(((saved.get("config") or {}).get("trainer") or {}).get("precision", "32-true"))
-    precision = {"32": "32-true", "bf16": "bf16-mixed"}.get(precision, precision)
-    return precision if precision in DETECTOR_PRECISIONS else "32-true"
-
-
 def precision_overridden() -> bool:
     """Whether this command line sets the trainer's precision (``trainer.precision=...`` or ``trainer=<group>``)."""
     overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
@@ -150,7 +139,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         eff = effective_config(cfg, saved)
         if not precision_overridden():  # the detector runs as it was trained and tested (a bf16-mixed run: bf16)
             with open_dict(cfg):
-                cfg.trainer.precision = detector_precision(saved)
+                cfg.trainer.precision = precision.of_run(saved["config"])
     else:
         files, eff = [], cfg
     model = build_model(eff)

@@ -21,11 +21,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vad import precision as precisions
 from vad.cli import run_hydra
 from vad.errors import ConfigError
-from vad.evaluate import detector_precision
 from vad.train import run_directory
 
 if TYPE_CHECKING:
@@ -57,13 +57,13 @@ def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDete
         "channels": int(data.channels),
         "interpolation": str(data.get("interpolation", "linear")),
         "batch_size": int(cfg.batch_size or data.get("eval_batch_size") or data.batch_size),
-        "precision": detector_precision({"config": OmegaConf.to_container(run_cfg, resolve=False)}),
+        "precision": precisions.of_run(run_cfg),
     }
 
 
 def score(cfg: DictConfig) -> dict[str, Any]:
     from vad.exported import ExportedDetector
-    from vad.stream import PRECISIONS, StreamScorer, open_inputs
+    from vad.stream import StreamScorer, open_inputs
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give a trained detector's checkpoint (ckpt_path=<run>/checkpoints/last.ckpt)")
@@ -73,8 +73,10 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file, or a model.pt / model.onnx of vad.export")
     precision = cfg.get("precision")
-    if precision is not None and str(precision) not in PRECISIONS:
-        raise ConfigError(f"precision={precision} is not one of {list(PRECISIONS)} (float32 or bfloat16 autocast)")
+    if precision is not None and str(precision) not in precisions.PRECISIONS:
+        raise ConfigError(
+            f"precision={precision} is not one of {list(precisions.PRECISIONS)} (float32 or bfloat16 autocast)"
+        )
     run_dir = run_directory()
     model, clips = load_detector(ckpt, cfg)
     trained_in = clips.pop("precision")

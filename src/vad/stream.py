@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vad import calibration as calibration_module
+from vad import precision as precisions
 from vad.data.clips import clips_to_tensor, frames_to_float, stack_clips
 from vad.data.frames import _to_channels, count_video_frames, resize
 from vad.data.index import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_dirs, list_images, list_videos
@@ -54,7 +55,7 @@ DEFAULT_FPS = 25.0
 #: seconds between two console reports of a live input
 REPORT_EVERY = 2.0
 #: the inference precisions of the scorer: float32, or bfloat16 autocast (Lightning's names)
-PRECISIONS = ("32-true", "bf16-mixed")
+PRECISIONS = precisions.PRECISIONS
 
 
 @dataclass
@@ -256,7 +257,7 @@ class StreamScorer:
             raise DataError("the checkpoint holds no calibration; run python -m vad.calibrate ckpt_path=<it> first")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.bf16 = precision == "bf16-mixed"
+        self.precision = precision
         self.model = model.eval()
         self.clip_len = clip_len
         self.frame_stride = frame_stride
@@ -310,7 +311,7 @@ class StreamScorer:
         }
         if self.flow_estimator is not None:
             batch["flows"] = torch.stack([self._flows(w) for w in windows]).to(self.model.device)
-        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with precisions.autocast(self.precision, self.model.device.type):
             signals = {k: v.detach().double().cpu().numpy() for k, v in self.model.test_signals(batch).items()}
             panels = self.model.sample_panels(batch) if want_panels else {}
         heat = None
