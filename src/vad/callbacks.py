@@ -205,7 +205,6 @@ class WeightEMA(Callback):
             self._swap_out(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._update(trainer, pl_module)
         self._swap_in(pl_module)  # the detector from now on; the trained weights stay in self._trained
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
