@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,3 +86,12 @@ def tiny_synthetic(root: Path) -> list[str]:
         "dataset.image_size=[32,32]",
         "dataset.eval_batch_size=8",
     ]
+
+
+def vad_evaluate(ckpt: Path, out: Path, home: Path, *overrides: str) -> str:
+    """The real CLI in a fresh process (the checkpoint's config rebuilds the run's model and data): its scores.csv."""
+    env = dict(os.environ, VAD_HOME=str(home))
+    command = [sys.executable, "-m", "vad.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={out}", *overrides]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return (out / "scores.csv").read_text()

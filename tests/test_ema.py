@@ -4,15 +4,12 @@ and the bad settings and resumes refused in one line."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from hydra_runs import TINY_FFP, hydra_job, tiny_dataset, tiny_synthetic
+from hydra_runs import TINY_FFP, hydra_job, tiny_dataset, tiny_synthetic, vad_evaluate
 from test_resume import RESUMABLE, assert_same_training_state
 from test_validation import VAL, logged
 from vad.callbacks import WeightEMA
@@ -60,15 +57,6 @@ def test_the_checkpoint_holds_the_exact_average_of_the_trained_weights(tmp_path:
     assert any(not torch.equal(last["state_dict"][k], trained[-1][k]) for k in generator)
     for key, value in trained[-1].items():
         assert torch.equal(last[WeightEMA.KEY]["trained_state_dict"][key], value), key
-
-
-def vad_evaluate(ckpt: Path, out: Path, home: Path, *overrides: str) -> str:
-    """The real CLI in a fresh process (the checkpoint's config rebuilds the run's model and data): its scores.csv."""
-    env = dict(os.environ, VAD_HOME=str(home))
-    command = [sys.executable, "-m", "vad.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={out}", *overrides]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return (out / "scores.csv").read_text()
 
 
 def test_the_average_is_what_the_run_tests_and_vad_evaluate_reads(tmp_path: Path) -> None:

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
-from test_ema import vad_evaluate
+from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic, vad_evaluate
 from vad.build import model_from_checkpoint
 from vad.calibrate import calibrate
 from vad.calibration import Calibration, events
