@@ -10,6 +10,10 @@ protocol (per-video min-max of the fused score): the method's configured score, 
 PSNR negated, every other signal as it is), and copy-last's -PSNR on the same clips; with ``--smoothing 0 2 4``, each of
 them also after a temporal Gaussian of that many frames (``model.smoothing``). Reported per score: the mean and the
 spread over the injections of the micro and macro AUC. No test video and no test label is read.
+
+``--object-scale 0.5 2`` injects scene-sized pseudo-anomalies instead of the run's own ``dataset.val_pseudo`` sizes:
+patches cut around the held-out videos' moving objects and fast regions centred on them, the typical moving object's
+box times a factor from that range (``dataset.val_pseudo.object_scale``, :mod:`vad.pseudo.validation`).
 """
 
 from __future__ import annotations
@@ -73,9 +77,18 @@ def scores_of(model: torch.nn.Module) -> dict[str, dict[str, float]]:
 
 
 def validate(
-    checkpoint: Path, data: Path | None, cache: Path, seeds: list[int], smoothings: list[float] = (0.0,)
+    checkpoint: Path,
+    data: Path | None,
+    cache: Path,
+    seeds: list[int],
+    smoothings: list[float] = (0.0,),
+    val_pseudo: dict | None = None,
 ) -> dict[str, list[tuple]]:
+    """label -> [(micro AUC, macro AUC) per injection seed]; ``val_pseudo`` overrides the run's
+    ``dataset.val_pseudo`` keys (the held-out videos stay those of the run)."""
     model, cfg = load(checkpoint, data, cache)
+    for key, value in (val_pseudo or {}).items():
+        OmegaConf.update(cfg, f"dataset.val_pseudo.{key}", value, force_add=True)
     results: dict[str, list[tuple]] = {}
     for seed in seeds:
         OmegaConf.update(cfg, "dataset.val_pseudo.seed", seed, force_add=True)
@@ -109,8 +122,13 @@ def main() -> None:
     parser.add_argument(
         "--smoothing", type=float, nargs="+", default=[0.0], help="temporal Gaussian sigmas (frames) to score at"
     )
+    parser.add_argument(
+        "--object-scale", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+        help="scene-sized pseudo-anomalies: the typical moving object's size times a factor from [LOW, HIGH]",
+    )  # fmt: skip
     args = parser.parse_args()
     cache = REPO / ".cache" / "frames"
+    val_pseudo = None if args.object_scale is None else {"object_scale": list(args.object_scale)}
     lines = [
         "| checkpoint | score | val micro AUC | val macro AUC | micro AUC − configured score's: mean, injections won |",
         "|---|---|---:|---:|---|",
@@ -118,7 +136,12 @@ def main() -> None:
     start = time.perf_counter()
     for checkpoint in args.checkpoints:
         results = validate(
-            checkpoint.resolve(), args.data.resolve() if args.data else None, cache, args.seeds, args.smoothing
+            checkpoint.resolve(),
+            args.data.resolve() if args.data else None,
+            cache,
+            args.seeds,
+            args.smoothing,
+            val_pseudo,
         )
         configured = [p[0] for p in next(iter(results.values()))]
         for name, pairs in results.items():
@@ -137,7 +160,9 @@ def main() -> None:
     seconds = time.perf_counter() - start
     table = "\n".join(lines)
     header = (
-        f"Validation AUC on pseudo-anomalies injected into each run's held-out training videos; injection seeds "
+        "Validation AUC on pseudo-anomalies injected into each run's held-out training videos"
+        + (f" (scene-sized: object_scale {list(args.object_scale)})" if args.object_scale else "")
+        + "; injection seeds "
         f"{args.seeds} (mean ± standard deviation over them); per-video min-max; {seconds:.0f} s. No test label read."
     )
     print(header)

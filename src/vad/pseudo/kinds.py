@@ -11,7 +11,9 @@ pseudo-anomaly is a deterministic function of (seed, what it is applied to).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 
@@ -97,6 +99,72 @@ def random_patch(
     h, w = size
     y, x = int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1))
     return frame[:, y : y + h, x : x + w].copy(), (y, x)
+
+
+class MovingObject(NamedTuple):
+    """One moving object found in one frame: its bounding box (pixels) and its area (foreground pixels)."""
+
+    height: int
+    width: int
+    area: int
+    frame: int
+    y: int
+    x: int
+
+
+def moving_objects(
+    frames: np.ndarray, samples: int = 24, threshold: int = 20, background_frames: int = 64
+) -> list[MovingObject]:
+    """The moving objects of a static-camera video (uint8 (N, C, H, W)):
+    pixels that differ from the video's temporal median (its background, from up to ``background_frames`` evenly
+    spaced frames) by more than ``threshold`` grey levels, cleaned by a 3x3 opening (noise) and a 5x5 closing (the
+    parts of one object), grouped into 8-connected components of at least 6 pixels, in up to ``samples`` evenly
+    spaced frames."""
+    grey = frames.astype(np.float32).mean(axis=1)  # (N, H, W)
+    count = len(grey)
+    if count == 0:
+        return []
+    background = np.median(grey[np.linspace(0, count - 1, min(count, background_frames)).round().astype(int)], axis=0)
+    open_kernel = np.ones((3, 3), np.uint8)
+    close_kernel = np.ones((5, 5), np.uint8)
+    objects = []
+    for index in np.unique(np.linspace(0, count - 1, min(count, samples)).round().astype(int)):
+        foreground = (np.abs(grey[index] - background) > threshold).astype(np.uint8)
+        foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, open_kernel)
+        foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, close_kernel)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+        for x, y, width, height, area in stats[1:].tolist():  # row 0 is the background
+            if area >= 6:
+                objects.append(MovingObject(height, width, area, int(index), y, x))
+    return objects
+
+
+def typical_object_size(objects: Sequence[MovingObject]) -> tuple[float, float]:
+    """The (height, width) of the object that a typical moving pixel belongs to: the area-weighted medians of the
+    heights and of the widths of ``objects`` (:func:`moving_objects`), so the many small fragments that thresholding
+    leaves (a leg, a shadow's edge) do not outvote the people they belong to."""
+    if not objects:
+        raise ValueError("no moving object to take a size from")
+    table = np.asarray([(o.height, o.width, o.area) for o in objects], dtype=np.float64)
+
+    def weighted_median(values: np.ndarray) -> float:
+        order = np.argsort(values, kind="stable")
+        cumulative = np.cumsum(table[order, 2])
+        return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+    return weighted_median(table[:, 0]), weighted_median(table[:, 1])
+
+
+def scene_patch_size(
+    rng: np.random.Generator, frame_size: tuple[int, int], object_size: Sequence[float], scale: Sequence[float]
+) -> tuple[int, int]:
+    """A patch of the scene's moving-object size (``object_size``, (height, width) pixels, e.g.
+    :func:`typical_object_size`) times a factor drawn from ``[scale[0], scale[1]]``, its aspect kept, at least 2 px
+    and at most the frame."""
+    factor = rng.uniform(float(scale[0]), float(scale[1]))
+    h = min(max(2, round(float(object_size[0]) * factor)), frame_size[0])
+    w = min(max(2, round(float(object_size[1]) * factor)), frame_size[1])
+    return h, w
 
 
 def patch_size(rng: np.random.Generator, frame_size: tuple[int, int], fraction: Sequence[float]) -> tuple[int, int]:
