@@ -308,3 +308,133 @@ def test_the_validation_auc_has_the_test_polarity(toy_root: Path, tmp_path: Path
     assert model.val_result is not None
     assert model.val_result.auc_micro > 0.8
     assert model.val_result.label_source.startswith("pseudo-anomalies injected")
+
+
+# --------------------------------------------------------------------------------- scene-sized validation injection
+def person_video(frames: int, start_x: int, size: int = SIZE, walker: bool = True) -> np.ndarray:
+    """uint8 (N, 1, size, size): a dark 8x3 'person' walking right 1 px per frame over a bright textured background
+    (without ``walker``, the background alone: nothing moves)."""
+    yy, xx = np.mgrid[:size, :size]
+    background = (170 + 10 * ((yy // 4 + xx // 4) % 2)).astype(np.uint8)  # a fixed checker: texture, not motion
+    video = np.repeat(background[None, None], frames, axis=0)
+    for t in range(frames):
+        x = 3 + (start_x + t) % (size - 9)  # away from the borders (a closing there may grow a box by a column)
+        video[t, 0, 12:20, x : x + 3] = 40 if walker else video[t, 0, 12:20, x : x + 3]
+    return video
+
+
+def write_people(root: Path, walker: bool = True) -> Path:
+    for video, n in LENGTHS.items():
+        folder = root / "training" / "frames" / video
+        folder.mkdir(parents=True)
+        for i, frame in enumerate(person_video(n, start_x=int(video) * 5, walker=walker)):
+            cv2.imwrite(str(folder / f"{i:03d}.png"), frame[0])
+    (root / "testing" / "frames" / "01").mkdir(parents=True)
+    cv2.imwrite(str(root / "testing" / "frames" / "01" / "000.png"), np.zeros((SIZE, SIZE), np.uint8))
+    return root
+
+
+@pytest.fixture
+def people_root(tmp_path: Path) -> Path:
+    return write_people(tmp_path / "people")
+
+
+def test_moving_objects_finds_the_walker_and_nothing_in_a_still_video() -> None:
+    objects = kinds.moving_objects(person_video(40, start_x=0), samples=10)
+    assert len(objects) == 10  # one per sampled frame
+    assert {(o.height, o.width, o.area) for o in objects} == {(8, 3, 24)}
+    assert all(o.y == 12 and o.x == 3 + o.frame % (SIZE - 9) for o in objects)  # where the walker is in that frame
+    still = np.full((20, 1, SIZE, SIZE), 128, np.uint8)
+    assert kinds.moving_objects(still) == []
+
+
+def test_the_typical_object_size_is_weighted_by_area_so_fragments_do_not_outvote_people() -> None:
+    person = kinds.MovingObject(height=20, width=7, area=100, frame=0, y=0, x=0)
+    fragment = kinds.MovingObject(height=3, width=2, area=6, frame=0, y=0, x=0)
+    # five fragments are the plain median; 100 of 130 foreground pixels belong to the person
+    assert kinds.typical_object_size([person] + [fragment] * 5) == (20.0, 7.0)
+    assert kinds.typical_object_size([person] * 2 + [fragment] * 40) == (3.0, 2.0)  # 200 of 440: fragments now
+    with pytest.raises(ValueError, match="no moving object"):
+        kinds.typical_object_size([])
+
+
+def test_scene_patch_size_scales_the_object_keeps_its_aspect_and_stays_in_the_frame() -> None:
+    rng = np.random.default_rng(0)
+    assert kinds.scene_patch_size(rng, (64, 64), (17.0, 6.0), (1.0, 1.0)) == (17, 6)
+    assert kinds.scene_patch_size(rng, (64, 64), (17.0, 6.0), (2.0, 2.0)) == (34, 12)
+    assert kinds.scene_patch_size(rng, (20, 64), (17.0, 6.0), (2.0, 2.0)) == (20, 12)  # clipped to the frame
+    assert kinds.scene_patch_size(rng, (64, 64), (1.0, 1.0), (0.5, 0.5)) == (2, 2)  # at least 2 px
+    for _ in range(20):
+        h, w = kinds.scene_patch_size(rng, (64, 64), (10.0, 4.0), (0.5, 2.0))
+        assert 5 <= h <= 20
+        assert 2 <= w <= 8
+
+
+SCENE = {"kinds": ["patch", "local_speed"], "events": 2, "length": [4, 6], "object_scale": [1.0, 1.0]}
+
+
+def test_scene_sized_injection_moves_an_object_of_the_scene(people_root: Path, tmp_path: Path) -> None:
+    val = clips(people_root, tmp_path, kind=PseudoValidationClips, options=SCENE, seed=1)
+    again = clips(people_root, tmp_path, kind=PseudoValidationClips, options=SCENE, seed=1)
+    assert val.describe() == again.describe()
+    described = val.describe()
+    assert described["object_size"] == [8.0, 3.0]  # the walker, measured on the held-out videos
+    json.dumps(described)
+    kinds_seen = set()
+    for video_id, plan in enumerate(val.plans):
+        frames = val.frames(video_id)
+        original = val._original(video_id)
+        for event in plan.events:
+            kinds_seen.add(event.kind)
+            p = event.params
+            if event.kind == "patch":
+                assert p["size"] == [8, 3]  # object_scale [1, 1]: exactly the typical object
+                source = val._original(p["source_video"])[p["source_frame"]]
+                cy, cx = p["source_centre"]
+                assert source[0, cy, cx] == 40  # cut around the source video's walker
+                crop = source[0, cy - 4 : cy + 4, cx - 1 : cx + 2]  # the 8x3 window around that centre
+                y, x = p["track"][0]
+                pasted = frames[event.start, 0, y : y + 8, x : x + 3]
+                # inside its 1-px soft edge the patch is the crop: the walker, carried to the track's position
+                assert np.array_equal(pasted[1:-1, 1:-1], crop[1:-1, 1:-1])
+                assert (crop[1:-1, 1:-1] == 40).all()
+            else:
+                y, x, h, w = p["region"]
+                assert (h, w) == (8, 3)
+                seen = original[plan.source[event.start], 0, y : y + h, x : x + w]
+                # centred on the video's walker in the sampled frame nearest the event: dark pixels at the start
+                assert (seen == 40).any() or (original[:, 0, y : y + h, x : x + w] == 40).any()
+    assert kinds_seen == {"patch", "local_speed"}
+    assert len(val.plans) == len(LENGTHS)
+
+
+def test_scene_sizes_are_refused_with_the_fix_when_nothing_moves_or_the_scale_is_wrong(
+    people_root: Path, tmp_path: Path
+) -> None:
+    still = write_people(tmp_path / "still", walker=False)
+    with pytest.raises(ConfigError, match=r"nothing moves in the held-out videos \(01, 02, 03\).*object_scale=null"):
+        clips(still, tmp_path / "a", kind=PseudoValidationClips, options=SCENE)
+    for bad in ([0, 1], [2, 1], "big", [1]):
+        with pytest.raises(ConfigError, match=r"dataset.val_pseudo.object_scale must be null or \[low, high\]"):
+            clips(people_root, tmp_path / "b", kind=PseudoValidationClips, options=SCENE | {"object_scale": bad})
+
+
+def test_scene_sized_validation_runs_under_a_trainer_and_a_fast_walker_is_found(people_root: Path, tmp_path: Path):
+    """The datamodule's validation with ``object_scale``: the walker pasted at 3-5 px per frame (it walks 1) makes
+    copy-last's last frame a bad prediction exactly in the injected frames."""
+    import lightning as L
+
+    from vad.methods.copy_last import CopyLast
+
+    dm = VideoDataModule(
+        "people", people_root, image_size=(SIZE, SIZE), channels=1, clip_len=2, layout="ffp",
+        cache_dir=tmp_path / "cache", val_videos=2,
+        val_pseudo={"kinds": ["patch"], "events": 2, "length": [4, 6], "object_scale": [1.0, 1.5],
+                    "speed": [0.1, 0.15]},
+    )  # fmt: skip
+    model = CopyLast(channels=1, clip_len=2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(model, datamodule=dm, verbose=False)
+    assert dm.validation_plan["object_size"] == [8.0, 3.0]
+    assert model.val_result is not None
+    assert model.val_result.auc_micro > 0.8
