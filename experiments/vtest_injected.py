@@ -6,10 +6,14 @@
 
 1. splits it in time: frames 0-479 become 6 training videos of 80 frames (2 of them held out for validation by the
    preset, as on Ped2), frames 480-794 become 3 test videos of 105 frames;
-2. injects 2 events into each test video with ``vad.pseudo.validation`` at the native size (a window of a training
-   frame crossing the street, soft-edged; a region playing 2-4x faster), 20-40 frames each, seed 2026; the frames
-   of an event are labelled 1. These are the kinds of the validation set, with a different seed, longer events and
-   other footage: the test measures how the preset transfers to a new scene, not a new anomaly type;
+2. injects 2 events into each test video with ``vad.pseudo.validation`` at the native size, scene-sized
+   (``object_scale`` [0.5, 2]: half to twice the typical moving object of the training part, a pedestrian): a
+   pedestrian cut from a training frame crossing the street at 17-46 px per frame (soft-edged), or a region centred
+   on a pedestrian of the test video playing 2-4x faster; 20-40 frames each, seed 2026; the frames of an event are
+   labelled 1. These are the kinds of the scene-sized validation set, with a different seed, longer events and
+   other footage: the test measures how the preset transfers to a new scene, not a new anomaly type. (The first
+   version drew them anywhere, at 20-35% of the frame: most landed on lawn or walls and changed nothing visible;
+   ``experiments/results/vtest_injected.md``);
 3. writes the FFP layout (``training/frames/<NN>/``, ``testing/frames/<NN>/`` JPEGs, ``testing/labels/<NN>.npy``) and
    the plan (``injected.json``) under ``--out/vtest``;
 4. trains ``experiment=ffp_ped2_cpu dataset=folder`` on it (nothing else overridden: the preset is not tuned per
@@ -30,6 +34,7 @@ import cv2
 import numpy as np
 from omegaconf import OmegaConf
 
+from vad.pseudo.kinds import moving_objects, typical_object_size
 from vad.pseudo.validation import check_options, inject, plan_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +42,7 @@ RESULTS = REPO / "experiments" / "results" / "vtest_injected.md"
 DISCUSSION = "<!-- discussion: kept by the script -->"
 TRAIN_FRAMES, TRAIN_VIDEO, TEST_VIDEO = 480, 80, 105
 SEED = 2026
-OPTIONS = {"kinds": ["patch", "local_speed"], "events": 2, "length": [20, 40]}
+OPTIONS = {"kinds": ["patch", "local_speed"], "events": 2, "length": [20, 40], "object_scale": [0.5, 2.0]}
 GUARD = 4  # the first clip_len - 1 frames of a test video are not scored by FFP
 
 
@@ -76,10 +81,18 @@ def build(video: Path, root: Path) -> list[dict]:
     plans = []
     for k, part in enumerate(train, 1):
         write_video(root / "training" / "frames" / f"{k:02d}", part)
+    # the scene's pedestrians: their typical size from the training part; patches are cut around them there
+    train_objects = [moving_objects(part) for part in train]
+    size = typical_object_size([o for video in train_objects for o in video])
+    cut = [[o for o in video if o.height >= size[0] / 2 and o.width >= size[1] / 2] for video in train_objects]
+    print(f"typical moving object: {size[0]:.0f}x{size[1]:.0f} px (height x width) at {train[0].shape[2:]}")
     for k, part in enumerate(test, 1):
         name = f"{k:02d}"
+        # the test video's own pedestrians (before injection) place its fast regions: objects[own]
+        own = [o for o in moving_objects(part) if o.height >= size[0] / 2 and o.width >= size[1] / 2]
         plan = plan_video(rng, name, len(part), part.shape[2:], options["kinds"], options, GUARD,
-                          sources=list(range(len(train))))  # fmt: skip
+                          sources=list(range(len(train))), object_size=size, objects=[*cut, own],
+                          own=len(train))  # fmt: skip
         write_video(root / "testing" / "frames" / name, inject(part, plan, train))
         (root / "testing" / "labels").mkdir(parents=True, exist_ok=True)
         np.save(root / "testing" / "labels" / f"{name}.npy", plan.labels().astype(np.uint8))
@@ -134,7 +147,8 @@ def main() -> None:
             f"`python experiments/vtest_injected.py --video vtest.avi --out <folder>`. Training: frames 0-"
             f"{TRAIN_FRAMES - 1} as 6 videos of {TRAIN_VIDEO} frames (the preset holds 2 out for validation). Test: "
             f"{len(plans)} videos of {TEST_VIDEO} frames, {events} injected events ({OPTIONS['kinds']}, "
-            f"{OPTIONS['length']} frames, seed {SEED}), {anomalous} of {frames} frames anomalous. Per-video min-max, "
+            f"{OPTIONS['length']} frames, scene-sized: object_scale {OPTIONS['object_scale']}, seed {SEED}), "
+            f"{anomalous} of {frames} frames anomalous. Per-video min-max, "
             "last checkpoint, clip length of the preset for both rows; labels: the injection plan.",
             "",
             *rows,
