@@ -129,7 +129,8 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
 
 #: round -> its candidates, injection seeds, validation overrides (dataset.val_pseudo keys) and results file
 ROUNDS: dict[int, dict] = {
-    1: {"candidates": list(CANDIDATES), "seeds": SEEDS, "val_pseudo": None, "results": RESULTS},
+    # round 1's squares, also for runs whose config asks for the scene-sized design (the preset since round 2)
+    1: {"candidates": list(CANDIDATES), "seeds": SEEDS, "val_pseudo": {"object_scale": None}, "results": RESULTS},
     2: {
         "candidates": ["w32_128_bf16_ema"],
         "seeds": list(range(10)),
