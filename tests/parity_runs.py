@@ -1,7 +1,8 @@
 """Tiny seeded training runs whose scores.csv must not change when the shared method code is refactored.
 
 The files in ``tests/data/parity/`` were written by these runs at commit 34415c5 (``platform.json``: torch, CPU
-capability, one thread), before the method kit moved
+capability, one thread; the CPU, an Intel Xeon VM with AMX, added when an AMD EPYC with the same capability
+got other kernels), before the method kit moved
 FFP's and MNAD's repeated code into the base (``experiments/refactor_parity.py`` reruns them at any commit and
 compares the files byte for byte; ``tests/test_parity.py`` compares the current code with them).
 """

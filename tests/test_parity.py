@@ -1,10 +1,11 @@
 """FFP and MNAD give the scores.csv they gave before the shared method code was refactored (same seed, same data).
 
 The reference files (``tests/data/parity``) were written at commit 34415c5 on the platform of ``platform.json``. On
-that platform the files must match byte for byte; elsewhere oneDNN may pick other kernels, and the raw signals must
-agree to 1e-4 relative (the per-video min-max of these nearly constant tiny-run signals amplifies rounding, so the
-fused score is not compared there). A signal a method gained since (``ADDED_COLUMNS``) is a new last column: the
-reference columns must still be unchanged, the new one only finite.
+that platform (torch, CPU capability, architecture and the CPU itself: an AMD EPYC and an Intel Xeon both report
+AVX512 but get other oneDNN kernels) the files must match byte for byte; elsewhere the raw signals must agree to 1e-4
+relative (the per-video min-max of these nearly constant tiny-run signals amplifies rounding, so the fused score is
+not compared there). A signal a method gained since (``ADDED_COLUMNS``) is a new last column: the reference columns
+must still be unchanged, the new one only finite.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from parity_runs import GOLDEN, PARITY_RUNS, parity_run
+from vad import report
 
 #: run -> signal columns added after the reference files were written (FFP's patch_max and per-term errors, beside
 #: the unchanged psnr)
@@ -31,6 +33,7 @@ def same_platform() -> bool:
         recorded["torch"] == torch.__version__
         and recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         and recorded["machine"] == platform.machine()
+        and recorded["cpu"] == report.cpu_description()
     )
 
 
