@@ -34,7 +34,7 @@ from vad.data.clips import clips_to_tensor
 from vad.data.frames import _to_channels, resize
 from vad.methods.ffp import FFP
 from vad.report import cpu_description
-from vad.stream import _END, PRECISIONS, StreamScorer, _reader, open_inputs
+from vad.stream import _END, StreamScorer, _reader, open_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "bench_score.md"
@@ -127,7 +127,7 @@ def main() -> None:
             # the reference: the batch-1 loop as a user writes it, in float32; then the scorer in each precision
             # and, for the same-precision ratio, the batch-1 loop in bf16 too
             single = batch1_fps(model, path, setting["size"])
-            for precision in PRECISIONS:
+            for precision in precisions.PRECISIONS:
                 out = _mkdir(scratch, f"{label}-{precision}-out")
                 streamed = scorer_fps(model, path, setting["size"], setting["batch"], out, precision)
                 same = single if precision == "32-true" else batch1_fps(model, path, setting["size"], precision)

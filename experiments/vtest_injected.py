@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from omegaconf import OmegaConf
 
-from vad.pseudo.kinds import moving_objects, typical_object_size
+from vad.pseudo.kinds import large_enough, moving_objects, typical_object_size
 from vad.pseudo.validation import check_options, inject, plan_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,12 +84,12 @@ def build(video: Path, root: Path) -> list[dict]:
     # the scene's pedestrians: their typical size from the training part; patches are cut around them there
     train_objects = [moving_objects(part) for part in train]
     size = typical_object_size([o for video in train_objects for o in video])
-    cut = [[o for o in video if o.height >= size[0] / 2 and o.width >= size[1] / 2] for video in train_objects]
+    cut = [large_enough(video, size) for video in train_objects]
     print(f"typical moving object: {size[0]:.0f}x{size[1]:.0f} px (height x width) at {train[0].shape[2:]}")
     for k, part in enumerate(test, 1):
         name = f"{k:02d}"
         # the test video's own pedestrians (before injection) place its fast regions: objects[own]
-        own = [o for o in moving_objects(part) if o.height >= size[0] / 2 and o.width >= size[1] / 2]
+        own = large_enough(moving_objects(part), size)
         plan = plan_video(rng, name, len(part), part.shape[2:], options["kinds"], options, GUARD,
                           sources=list(range(len(train))), object_size=size, objects=[*cut, own],
                           own=len(train))  # fmt: skip

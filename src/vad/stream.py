@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 DEFAULT_FPS = 25.0
 #: seconds between two console reports of a live input
 REPORT_EVERY = 2.0
-#: the inference precisions of the scorer: float32, or bfloat16 autocast (Lightning's names)
-PRECISIONS = precisions.PRECISIONS
 
 
 @dataclass
@@ -255,8 +253,8 @@ class StreamScorer:
     ) -> None:
         if calibrated and model.calibration is None:
             raise DataError("the checkpoint holds no calibration; run python -m vad.calibrate ckpt_path=<it> first")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in precisions.PRECISIONS:
+            raise ValueError(f"precision must be one of {precisions.PRECISIONS}, got {precision!r}")
         self.precision = precision
         self.model = model.eval()
         self.clip_len = clip_len

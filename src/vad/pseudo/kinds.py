@@ -155,6 +155,12 @@ def typical_object_size(objects: Sequence[MovingObject]) -> tuple[float, float]:
     return weighted_median(table[:, 0]), weighted_median(table[:, 1])
 
 
+def large_enough(objects: Sequence[MovingObject], size: Sequence[float]) -> list[MovingObject]:
+    """The ``objects`` at least half the typical ``size`` (height, width) in both sides: whole people, not the
+    fragments that thresholding leaves; where scene-sized pseudo-anomalies are cut or centred."""
+    return [o for o in objects if o.height >= size[0] / 2 and o.width >= size[1] / 2]
+
+
 def scene_patch_size(
     rng: np.random.Generator, frame_size: tuple[int, int], object_size: Sequence[float], scale: Sequence[float]
 ) -> tuple[int, int]:

@@ -343,7 +343,7 @@ class PseudoValidationClips(TestClipDataset):
                 "dataset.val_pseudo.size"
             )
         size = ops.typical_object_size([o for video in found for o in video])
-        return size, [[o for o in video if o.height >= size[0] / 2 and o.width >= size[1] / 2] for video in found]
+        return size, [ops.large_enough(video, size) for video in found]
 
     def video_flows(self, video_id: int) -> np.ndarray:
         """The flow targets of the injected video: computed with the flow cache's estimator from the injected frames
