@@ -18,7 +18,7 @@ ckpt_path=<run>/checkpoints/last.ckpt hydra.run.dir=<run>/test`` run after the c
 validation AUC, as the report of each lever's effect; it plays no part in the choice. Writes
 ``experiments/results/ffp_cpu_preset.md`` (the text below the :data:`DISCUSSION` marker is kept).
 
-``--round 2`` (the default) is the second validation design, :data:`ROUNDS`: written down on 2026-12-02 before any of
+``--round 2`` is the second validation design, :data:`ROUNDS`: written down on 2026-12-02 before any of
 its numbers existed, after round 1's report had shown that temporal smoothing and the worst-patch score, which its
 validation rejects, do better on the test (a test-motivated redesign, disclosed wherever its choice appears). What
 changes is only the pseudo-anomalies: sized by the scene (``dataset.val_pseudo.object_scale=[0.5, 2.0]``: half to
@@ -28,6 +28,15 @@ times faster than people walk) and fast regions centred on a moving object; 10 i
 The candidate is the preset's training (``w32_128_bf16_ema``); the rule, the same form as round 1's: among every
 (score signal, smoothing sigma) the highest mean validation micro AUC over the 10 injections wins, and the preset's
 ``model.score`` and ``model.smoothing`` become that row's. Writes ``experiments/results/ffp_cpu_preset_v2.md``.
+
+``--round 3`` (the default) is round 2's validation with a tie margin, written down and committed on 2026-12-02 before
+the challengers were trained (round 2 and AMC's round 2 showed choices flipping on differences of a few thousandths
+that a couple of injections make). Candidates: the incumbent (the preset's training, scored by the worst patch,
+sigma 4, as round 2 chose) and two challengers that buy iterations with a cheaper discriminator step in the same wall
+time (a test-motivated pair: the preset had tested 0.9477, below the 0.95 goal). The rule (:func:`choose`): the
+incumbent stays unless a challenger has a higher mean validation micro AUC AND a higher one on at least 7 of the 10
+paired injections; first the training (every candidate scored by the incumbent's signal and sigma), then, with the
+same margin, the score within the chosen training. Writes ``experiments/results/ffp_cpu_preset_v3.md``.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import time
 from pathlib import Path
 
 from vad import scoring
+from vad.pseudo.validation import keep_unless_beaten
 from vad.report import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +59,7 @@ from validation_auc import validate  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "ffp_cpu_preset.md"
 RESULTS_V2 = REPO / "experiments" / "results" / "ffp_cpu_preset_v2.md"
+RESULTS_V3 = REPO / "experiments" / "results" / "ffp_cpu_preset_v3.md"
 DISCUSSION = "<!-- discussion: kept by the script -->"
 SEEDS = [0, 1, 2]
 SMOOTHING = [0.0, 2.0, 4.0]
@@ -124,6 +135,37 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
             *HELD_OUT,
         ],
     ),
+    # Round 3's challengers (added on 2026-12-02, after the preset's test AUC, 0.9477, had missed issue 13's 0.95: a
+    # test-motivated pair of candidates, disclosed wherever the choice appears). The lever: more iterations in the same
+    # wall time by a cheaper discriminator step. Measured on the AMD VM in one sitting, 400 iterations of the preset's
+    # training each (`vad.train experiment=ffp_ped2_cpu trainer.max_steps=400`): PatchGAN widths 64-256 0.276 s/it,
+    # 32-128 0.222 s/it, no discriminator (adversarial weight 0) 0.171 s/it; the iteration counts below are what fits
+    # the preset's 30 minutes of training there (the 35-minute budget, test and start-up included). Everything else is
+    # the preset's (lr drop at 80% of the iterations, the weights' average 0.999); trained with test=false.
+    "w32_d32_bf16_ema_9k": (
+        "the preset with a PatchGAN of widths 32-128 (half), 9000 it (lr divided by 10 at 7200)",
+        [
+            "experiment=ffp_ped2_cpu",
+            "model.discriminator.features=[32,64,128,128]",
+            "trainer.max_steps=9000",
+            "model.optim.milestones=[7200]",
+            "trainer.val_check_interval=9000",
+            "test=false",
+            *HELD_OUT,
+        ],
+    ),
+    "w32_noadv_bf16_ema_11k": (
+        "the preset without the adversarial term (no discriminator), 11000 it (lr divided by 10 at 8800)",
+        [
+            "experiment=ffp_ped2_cpu",
+            "model.loss.adversarial=0.0",
+            "trainer.max_steps=11000",
+            "model.optim.milestones=[8800]",
+            "trainer.val_check_interval=11000",
+            "test=false",
+            *HELD_OUT,
+        ],
+    ),
 }
 
 
@@ -137,7 +179,18 @@ ROUNDS: dict[int, dict] = {
         "val_pseudo": {"object_scale": [0.5, 2.0]},
         "results": RESULTS_V2,
     },
+    # round 2's validation, with a tie margin: the incumbent (the preset's training scored as round 2 chose) stays
+    # unless a challenger beats it (vad.pseudo.validation.keep_unless_beaten, WINS of the 10 injections)
+    3: {
+        "candidates": ["w32_128_bf16_ema", "w32_d32_bf16_ema_9k", "w32_noadv_bf16_ema_11k"],
+        "seeds": list(range(10)),
+        "val_pseudo": {"object_scale": [0.5, 2.0]},
+        "results": RESULTS_V3,
+        "incumbent": ("w32_128_bf16_ema", "patch_max", 4.0),
+    },
 }
+#: round 3's margin: a challenger must be higher on at least this many of the 10 paired injections (and on the mean)
+WINS = 7
 
 
 def train(name: str, overrides: list[str], data: Path, out: Path) -> Path:
@@ -163,18 +216,42 @@ def test_auc(run: Path, signal: str, sigma: float) -> tuple[float, float] | None
     return result.auc_micro, result.auc_macro
 
 
+def choose(rows: list[tuple], incumbent: tuple[str, str, float] | None) -> tuple[tuple, str]:
+    """The chosen row and the rule's words. Rounds 1 and 2: the highest mean validation micro AUC. Round 3 (an
+    ``incumbent`` (candidate, signal, sigma)), in two steps with the tie margin of
+    :func:`vad.pseudo.validation.keep_unless_beaten` (higher mean and higher on at least :data:`WINS` of the paired
+    injections): first the training, each candidate scored by the incumbent's signal and sigma; then, within the
+    chosen training, the score, the incumbent's signal and sigma against every other (signal, sigma)."""
+    if incumbent is None:
+        return max(rows, key=lambda r: r[3]), "highest mean validation micro AUC"
+    by_key = {(r[0], r[1], r[2]): r for r in rows}
+    name, signal, sigma = incumbent
+    trainings = {r[0]: r[6] for r in rows if (r[1], r[2]) == (signal, sigma) and r[0] != name}
+    name = keep_unless_beaten(by_key[incumbent][6], trainings, wins=WINS) or name
+    scores = {(r[1], r[2]): r[6] for r in rows if r[0] == name and (r[1], r[2]) != (signal, sigma)}
+    signal, sigma = keep_unless_beaten(by_key[(name, signal, sigma)][6], scores, wins=WINS) or (signal, sigma)
+    rule = (
+        f"the incumbent {incumbent[0]} scored by {incumbent[1]}, sigma {incumbent[2]:g}, stays unless beaten: a"
+        f" challenger needs a higher mean validation micro AUC AND a higher one on at least {WINS} of the"
+        f" {len(by_key[incumbent][6])} paired injections (vad.pseudo.validation.keep_unless_beaten); first the"
+        " training (each candidate scored by the incumbent's signal and sigma), then the score within the chosen"
+        " training"
+    )
+    return by_key[(name, signal, sigma)], rule
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder holding ped2/ (paths.data_dir)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the candidates' runs")
     parser.add_argument("--only-choose", action="store_true", help="train nothing; every run must exist")
-    parser.add_argument("--round", type=int, choices=sorted(ROUNDS), default=2, help="the validation design (ROUNDS)")
+    parser.add_argument("--round", type=int, choices=sorted(ROUNDS), default=3, help="the validation design (ROUNDS)")
     args = parser.parse_args()
     data, out = args.data.resolve(), args.out.resolve()
     chosen_round = ROUNDS[args.round]
     seeds, results_file = chosen_round["seeds"], chosen_round["results"]
     cache = REPO / ".cache" / "frames"
-    rows = []  # (name, signal, sigma, val micro mean, val micro sd, val macro mean)
+    rows = []  # (name, signal, sigma, val micro mean, val micro sd, val macro mean, val micro per injection)
     start = time.perf_counter()
     for name in chosen_round["candidates"]:
         overrides = CANDIDATES[name][1]
@@ -190,9 +267,9 @@ def main() -> None:
             micro = [p[0] for p in pairs]
             macro = [p[1] for p in pairs]
             rows.append((name, signal, float(smoothed or 0), statistics.mean(micro), statistics.stdev(micro),
-                         statistics.mean(macro)))  # fmt: skip
+                         statistics.mean(macro), micro))  # fmt: skip
     validation_seconds = time.perf_counter() - start
-    best = max(rows, key=lambda r: r[3])
+    best, rule = choose(rows, chosen_round.get("incumbent"))
     # the choice is made: only now are the test numbers read, for the report
     lines = [
         f"| candidate | score signal | smoothing sigma | val micro AUC ({len(seeds)} injections) | val macro AUC "
@@ -200,7 +277,7 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(rows, key=lambda r: -r[3]):
-        name, signal, sigma, micro, sd, macro = row
+        name, signal, sigma, micro, sd, macro, _ = row
         tested = test_auc(out / name, signal, sigma)
         test = f"{tested[0]:.4f} | {tested[1]:.4f}" if tested else "not tested | "
         mark = "**" if row is best else ""
@@ -217,9 +294,9 @@ def main() -> None:
         f"`python experiments/ffp_cpu_preset.py --round {args.round} --data <folder holding ped2> --out <runs>`;"
         f" validation on seeds {seeds} of the injected pseudo-anomalies"
         + (f" (dataset.val_pseudo overrides {chosen_round['val_pseudo']})" if chosen_round["val_pseudo"] else "")
-        + f", smoothing sigmas {SMOOTHING}, {validation_seconds:.0f} s. Rule: highest"
-        " mean validation micro AUC. Test columns read after the choice, from each run's scores.csv (last"
-        " checkpoint, ped2.mat labels, per-video min-max), never used to choose.",
+        + f", smoothing sigmas {SMOOTHING}, {validation_seconds:.0f} s. Rule: {rule}. Test columns read after the"
+        " choice, from each run's scores.csv (last checkpoint, ped2.mat labels, per-video min-max), never used to"
+        " choose.",
         "",
         f"**Chosen: {best[0]} scored by {best[1]}" + (f", smoothed sigma {best[2]:g}" if best[2] else "") + "**",
         "",

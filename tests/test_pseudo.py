@@ -20,7 +20,7 @@ from vad.errors import ConfigError
 from vad.methods.base import VADModule
 from vad.pseudo import kinds
 from vad.pseudo.plugins import PseudoClips
-from vad.pseudo.validation import PseudoValidationClips
+from vad.pseudo.validation import PseudoValidationClips, keep_unless_beaten
 
 LENGTHS = {"01": 40, "02": 36, "03": 44}
 SIZE = 32
@@ -449,3 +449,33 @@ def test_large_enough_keeps_whole_objects_not_fragments() -> None:
     short = kinds.MovingObject(height=9, width=6, area=40, frame=0, y=0, x=0)  # under half the height
     half = kinds.MovingObject(height=10, width=3, area=20, frame=0, y=0, x=0)  # exactly half in both sides
     assert kinds.large_enough([person, thin, short, half], (20.0, 6.0)) == [person, half]
+
+
+def test_keep_unless_beaten_needs_a_higher_mean_and_enough_paired_wins() -> None:
+    incumbent = [0.80, 0.80, 0.80, 0.80, 0.80]
+    # ahead on the mean by one large injection, behind on the others: a tie, the incumbent stays
+    lucky = [0.99, 0.79, 0.79, 0.79, 0.79]
+    assert keep_unless_beaten(incumbent, {"lucky": lucky}, wins=4) is None
+    # ahead on 4 of 5 and on the mean: it wins; with 5 wins required it does not
+    steady = [0.82, 0.82, 0.82, 0.82, 0.79]
+    assert keep_unless_beaten(incumbent, {"steady": steady}, wins=4) == "steady"
+    assert keep_unless_beaten(incumbent, {"steady": steady}, wins=5) is None
+    # ahead on every injection but not on the mean is impossible; ahead on wins but behind on the mean: stays
+    sinker = [0.81, 0.81, 0.81, 0.81, 0.50]
+    assert keep_unless_beaten(incumbent, {"sinker": sinker}, wins=4) is None
+    # equal values are not wins
+    assert keep_unless_beaten(incumbent, {"same": list(incumbent)}, wins=1) is None
+    # among qualified challengers, the highest mean; an unqualified higher mean does not count
+    better = [0.90, 0.90, 0.90, 0.90, 0.79]
+    assert keep_unless_beaten(incumbent, {"steady": steady, "better": better, "lucky": [3.0, 0.7, 0.7, 0.7, 0.7]}, wins=4) == (
+        "better"
+    )
+
+
+def test_keep_unless_beaten_refuses_unpaired_or_impossible_margins() -> None:
+    with pytest.raises(ConfigError, match="'short' has 2 validation AUCs, the incumbent 3"):
+        keep_unless_beaten([0.5, 0.5, 0.5], {"short": [0.9, 0.9]}, wins=2)
+    with pytest.raises(ConfigError, match="wins=4 must be between 1 and the number of injections \\(3\\)"):
+        keep_unless_beaten([0.5, 0.5, 0.5], {}, wins=4)
+    with pytest.raises(ConfigError, match="no validation AUC"):
+        keep_unless_beaten([], {}, wins=1)

@@ -394,3 +394,31 @@ class _LazyVideos(Sequence):
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
         return self.dataset._original(i)
+
+
+def keep_unless_beaten(
+    incumbent: Sequence[float], challengers: Mapping[str, Sequence[float]], *, wins: int
+) -> str | None:
+    """A choice by validation AUC with a tie margin, over paired injections (the same seeds, the same clips).
+
+    ``incumbent`` and each challenger hold one validation AUC per injection, in the same order. The incumbent (the
+    configuration already in use) stays unless a challenger has a higher mean AND is higher on at least ``wins`` of
+    the injections; among the challengers that qualify, the highest mean wins. Returns that challenger's key, or
+    None when the incumbent stays. The margin keeps a preset from flipping on a difference that a few injections'
+    noise can make: a challenger ahead on the mean because of one injection is a tie, not a win.
+    """
+    n = len(incumbent)
+    if n == 0:
+        raise ConfigError("keep_unless_beaten: the incumbent has no validation AUC")
+    if not 1 <= wins <= n:
+        raise ConfigError(f"keep_unless_beaten: wins={wins} must be between 1 and the number of injections ({n})")
+    base = float(np.mean(incumbent))
+    qualified: dict[str, float] = {}
+    for key, aucs in challengers.items():
+        if len(aucs) != n:
+            raise ConfigError(f"keep_unless_beaten: {key!r} has {len(aucs)} validation AUCs, the incumbent {n}")
+        higher = sum(a > b for a, b in zip(aucs, incumbent, strict=True))
+        mean = float(np.mean(aucs))
+        if mean > base and higher >= wins:
+            qualified[key] = mean
+    return max(qualified, key=qualified.__getitem__) if qualified else None
