@@ -467,9 +467,9 @@ def test_keep_unless_beaten_needs_a_higher_mean_and_enough_paired_wins() -> None
     assert keep_unless_beaten(incumbent, {"same": list(incumbent)}, wins=1) is None
     # among qualified challengers, the highest mean; an unqualified higher mean does not count
     better = [0.90, 0.90, 0.90, 0.90, 0.79]
-    assert keep_unless_beaten(incumbent, {"steady": steady, "better": better, "lucky": [3.0, 0.7, 0.7, 0.7, 0.7]}, wins=4) == (
-        "better"
-    )
+    lucky_mean = [3.0, 0.7, 0.7, 0.7, 0.7]
+    challengers = {"steady": steady, "better": better, "lucky_mean": lucky_mean}
+    assert keep_unless_beaten(incumbent, challengers, wins=4) == "better"
 
 
 def test_keep_unless_beaten_refuses_unpaired_or_impossible_margins() -> None:
