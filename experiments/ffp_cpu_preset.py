@@ -229,15 +229,28 @@ def choose(rows: list[tuple], incumbent: tuple[str, str, float] | None) -> tuple
     trainings = {r[0]: r[6] for r in rows if (r[1], r[2]) == (signal, sigma) and r[0] != name}
     name = keep_unless_beaten(by_key[incumbent][6], trainings, wins=WINS) or name
     scores = {(r[1], r[2]): r[6] for r in rows if r[0] == name and (r[1], r[2]) != (signal, sigma)}
-    signal, sigma = keep_unless_beaten(by_key[(name, signal, sigma)][6], scores, wins=WINS) or (signal, sigma)
+    reference = by_key[(name, signal, sigma)]
+    signal, sigma = keep_unless_beaten(reference[6], scores, wins=WINS) or (signal, sigma)
+    chosen = by_key[(name, signal, sigma)]
+    step1 = "; ".join(
+        f"{n} {statistics.mean(aucs):.4f}, above on {paired_wins(aucs, by_key[incumbent][6])}"
+        for n, aucs in trainings.items()
+    )
     rule = (
         f"the incumbent {incumbent[0]} scored by {incumbent[1]}, sigma {incumbent[2]:g}, stays unless beaten: a"
         f" challenger needs a higher mean validation micro AUC AND a higher one on at least {WINS} of the"
         f" {len(by_key[incumbent][6])} paired injections (vad.pseudo.validation.keep_unless_beaten); first the"
         " training (each candidate scored by the incumbent's signal and sigma), then the score within the chosen"
-        " training"
+        f" training. Step 1, against the incumbent's {by_key[incumbent][3]:.4f}: {step1} -> {name}. Step 2, within"
+        f" {name}, against its {incumbent[1]} sigma {incumbent[2]:g} ({reference[3]:.4f}): {signal} sigma"
+        f" {sigma:g} ({chosen[3]:.4f}, above on {paired_wins(chosen[6], reference[6])})"
     )
-    return by_key[(name, signal, sigma)], rule
+    return chosen, rule
+
+
+def paired_wins(aucs: list[float], reference: list[float]) -> str:
+    """'k/n': on how many of the paired injections ``aucs`` is higher than ``reference``."""
+    return f"{sum(a > b for a, b in zip(aucs, reference, strict=True))}/{len(reference)}"
 
 
 def main() -> None:
@@ -252,7 +265,7 @@ def main() -> None:
     seeds, results_file = chosen_round["seeds"], chosen_round["results"]
     cache = REPO / ".cache" / "frames"
     rows = []  # (name, signal, sigma, val micro mean, val micro sd, val macro mean, val micro per injection)
-    start = time.perf_counter()
+    validation_seconds = 0.0
     for name in chosen_round["candidates"]:
         overrides = CANDIDATES[name][1]
         ckpt = out / name / "checkpoints" / "last.ckpt"
@@ -260,7 +273,10 @@ def main() -> None:
             ckpt = train(name, overrides, data, out)
         if not ckpt.is_file():
             raise SystemExit(f"{ckpt} does not exist: train the candidate {name} first (run without --only-choose)")
-        for label, pairs in validate(ckpt, data, cache, seeds, SMOOTHING, chosen_round["val_pseudo"]).items():
+        start = time.perf_counter()
+        validated = validate(ckpt, data, cache, seeds, SMOOTHING, chosen_round["val_pseudo"])
+        validation_seconds += time.perf_counter() - start
+        for label, pairs in validated.items():
             if label.startswith(("score ", "copy-last")):
                 continue  # the configured score repeats a signal; copy-last is the floor, not a candidate
             signal, _, smoothed = label.partition(", smoothed sigma ")
@@ -268,7 +284,6 @@ def main() -> None:
             macro = [p[1] for p in pairs]
             rows.append((name, signal, float(smoothed or 0), statistics.mean(micro), statistics.stdev(micro),
                          statistics.mean(macro), micro))  # fmt: skip
-    validation_seconds = time.perf_counter() - start
     best, rule = choose(rows, chosen_round.get("incumbent"))
     # the choice is made: only now are the test numbers read, for the report
     lines = [
