@@ -35,7 +35,7 @@ that a whole-frame speed-up ranks detectors differently from the local anomalies
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -397,11 +397,12 @@ class _LazyVideos(Sequence):
 
 
 def keep_unless_beaten(
-    incumbent: Sequence[float], challengers: Mapping[str, Sequence[float]], *, wins: int
-) -> str | None:
+    incumbent: Sequence[float], challengers: Mapping[Hashable, Sequence[float]], *, wins: int
+) -> Hashable | None:
     """A choice by validation AUC with a tie margin, over paired injections (the same seeds, the same clips).
 
-    ``incumbent`` and each challenger hold one validation AUC per injection, in the same order. The incumbent (the
+    ``incumbent`` and each challenger (keyed by any hashable: a name, a (signal, sigma) pair) hold one validation AUC
+    per injection, in the same order. The incumbent (the
     configuration already in use) stays unless a challenger has a higher mean AND is higher on at least ``wins`` of
     the injections; among the challengers that qualify, the highest mean wins. Returns that challenger's key, or
     None when the incumbent stays. The margin keeps a preset from flipping on a difference that a few injections'
