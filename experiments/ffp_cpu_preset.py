@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 from vad import scoring
-from vad.pseudo.validation import keep_unless_beaten
+from vad.pseudo.validation import keep_unless_beaten, paired_wins
 from vad.report import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def choose(rows: list[tuple], incumbent: tuple[str, str, float] | None) -> tuple
     signal, sigma = keep_unless_beaten(reference[6], scores, wins=WINS) or (signal, sigma)
     chosen = by_key[(name, signal, sigma)]
     step1 = "; ".join(
-        f"{n} {statistics.mean(aucs):.4f}, above on {paired_wins(aucs, by_key[incumbent][6])}"
+        f"{n} {statistics.mean(aucs):.4f}, above on {paired_wins(aucs, by_key[incumbent][6])}/{len(aucs)}"
         for n, aucs in trainings.items()
     )
     rule = (
@@ -243,14 +243,9 @@ def choose(rows: list[tuple], incumbent: tuple[str, str, float] | None) -> tuple
         " training (each candidate scored by the incumbent's signal and sigma), then the score within the chosen"
         f" training. Step 1, against the incumbent's {by_key[incumbent][3]:.4f}: {step1} -> {name}. Step 2, within"
         f" {name}, against its {incumbent[1]} sigma {incumbent[2]:g} ({reference[3]:.4f}): {signal} sigma"
-        f" {sigma:g} ({chosen[3]:.4f}, above on {paired_wins(chosen[6], reference[6])})"
+        f" {sigma:g} ({chosen[3]:.4f}, above on {paired_wins(chosen[6], reference[6])}/{len(reference[6])})"
     )
     return chosen, rule
-
-
-def paired_wins(aucs: list[float], reference: list[float]) -> str:
-    """'k/n': on how many of the paired injections ``aucs`` is higher than ``reference``."""
-    return f"{sum(a > b for a, b in zip(aucs, reference, strict=True))}/{len(reference)}"
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from vad import losses, scoring
 from vad import precision as precisions
 from vad.build import build_datamodule, build_model
 from vad.methods.base import CONFIG_KEY, VALIDATION_LABELS
+from vad.pseudo.validation import paired_wins
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +149,7 @@ def main() -> None:
             micro, macro = [p[0] for p in pairs], [p[1] for p in pairs]
             # paired over the injections: the same pseudo-anomalies, two scores
             diff = [a - b for a, b in zip(micro, configured, strict=True)]
-            won = sum(d > 0 for d in diff)
+            won = paired_wins(micro, configured)
             paired = (
                 "(the configured score)"
                 if name.startswith("score ")

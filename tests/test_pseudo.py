@@ -20,7 +20,7 @@ from vad.errors import ConfigError
 from vad.methods.base import VADModule
 from vad.pseudo import kinds
 from vad.pseudo.plugins import PseudoClips
-from vad.pseudo.validation import PseudoValidationClips, keep_unless_beaten
+from vad.pseudo.validation import PseudoValidationClips, keep_unless_beaten, paired_wins
 
 LENGTHS = {"01": 40, "02": 36, "03": 44}
 SIZE = 32
@@ -470,6 +470,13 @@ def test_keep_unless_beaten_needs_a_higher_mean_and_enough_paired_wins() -> None
     lucky_mean = [3.0, 0.7, 0.7, 0.7, 0.7]
     challengers = {"steady": steady, "better": better, "lucky_mean": lucky_mean}
     assert keep_unless_beaten(incumbent, challengers, wins=4) == "better"
+
+
+def test_paired_wins_counts_strictly_higher_injections_and_refuses_unpaired_lists() -> None:
+    assert paired_wins([0.9, 0.5, 0.7, 0.7], [0.8, 0.6, 0.7, 0.6]) == 2  # a tie (0.7 = 0.7) is not a win
+    assert paired_wins([], []) == 0
+    with pytest.raises(ConfigError, match="3 validation AUCs against 2; they must be paired"):
+        paired_wins([0.9, 0.9, 0.9], [0.5, 0.5])
 
 
 def test_keep_unless_beaten_refuses_unpaired_or_impossible_margins() -> None:

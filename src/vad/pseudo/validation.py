@@ -396,17 +396,26 @@ class _LazyVideos(Sequence):
         return self.dataset._original(i)
 
 
+def paired_wins(aucs: Sequence[float], reference: Sequence[float]) -> int:
+    """On how many of the paired injections (the same seeds, the same clips) ``aucs`` is strictly higher than
+    ``reference``; the two must hold one validation AUC per injection, in the same order."""
+    if len(aucs) != len(reference):
+        raise ConfigError(f"paired_wins: {len(aucs)} validation AUCs against {len(reference)}; they must be paired")
+    return sum(a > b for a, b in zip(aucs, reference, strict=True))
+
+
 def keep_unless_beaten(
     incumbent: Sequence[float], challengers: Mapping[Hashable, Sequence[float]], *, wins: int
 ) -> Hashable | None:
     """A choice by validation AUC with a tie margin, over paired injections (the same seeds, the same clips).
 
     ``incumbent`` and each challenger (keyed by any hashable: a name, a (signal, sigma) pair) hold one validation AUC
-    per injection, in the same order. The incumbent (the
-    configuration already in use) stays unless a challenger has a higher mean AND is higher on at least ``wins`` of
-    the injections; among the challengers that qualify, the highest mean wins. Returns that challenger's key, or
-    None when the incumbent stays. The margin keeps a preset from flipping on a difference that a few injections'
-    noise can make: a challenger ahead on the mean because of one injection is a tie, not a win.
+    per injection, in the same order. The incumbent (the configuration already in use) stays unless a challenger has
+    a higher mean AND is higher on at least ``wins`` of the injections (:func:`paired_wins`); among the challengers
+    that qualify, the highest mean wins. Returns that challenger's key, or None when the incumbent stays. The margin
+    keeps a preset from flipping on a difference that a few injections' noise can make: a challenger ahead on the
+    mean because of one injection is a tie, not a win. It counts wins, not their size: when means differ by about a
+    thousandth, use more injections or a larger ``wins``.
     """
     n = len(incumbent)
     if n == 0:
@@ -414,12 +423,11 @@ def keep_unless_beaten(
     if not 1 <= wins <= n:
         raise ConfigError(f"keep_unless_beaten: wins={wins} must be between 1 and the number of injections ({n})")
     base = float(np.mean(incumbent))
-    qualified: dict[str, float] = {}
+    qualified: dict[Hashable, float] = {}
     for key, aucs in challengers.items():
         if len(aucs) != n:
             raise ConfigError(f"keep_unless_beaten: {key!r} has {len(aucs)} validation AUCs, the incumbent {n}")
-        higher = sum(a > b for a, b in zip(aucs, incumbent, strict=True))
         mean = float(np.mean(aucs))
-        if mean > base and higher >= wins:
+        if mean > base and paired_wins(aucs, incumbent) >= wins:
             qualified[key] = mean
     return max(qualified, key=qualified.__getitem__) if qualified else None
