@@ -43,19 +43,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from vad import scoring
-from vad.pseudo.validation import keep_unless_beaten, paired_wins
-from vad.report import read_scores_csv
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
-from validation_auc import validate  # noqa: E402
+from preset_rounds import choose, test_auc, train, validation_rows  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "ffp_cpu_preset.md"
 RESULTS_V2 = REPO / "experiments" / "results" / "ffp_cpu_preset_v2.md"
@@ -193,61 +187,6 @@ ROUNDS: dict[int, dict] = {
 WINS = 7
 
 
-def train(name: str, overrides: list[str], data: Path, out: Path) -> Path:
-    run = out / name
-    ckpt = run / "checkpoints" / "last.ckpt"
-    if ckpt.is_file():
-        print(f"{name}: reusing {ckpt}", flush=True)
-        return ckpt
-    command = [sys.executable, "-m", "vad.train", *overrides, f"paths.data_dir={data}", f"hydra.run.dir={run}"]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True)
-    return ckpt
-
-
-def test_auc(run: Path, signal: str, sigma: float) -> tuple[float, float] | None:
-    """Micro and macro test AUC of one signal of a run's scores.csv (the test stage of vad.train, or vad.evaluate of
-    a candidate trained without it, into ``<run>/test``); None when the run was not tested."""
-    scores_csv = next((p for p in (run / "scores.csv", run / "test" / "scores.csv") if p.is_file()), None)
-    if scores_csv is None:
-        return None
-    weights = {signal: -1.0 if signal == "psnr" else 1.0}
-    result = scoring.evaluate(read_scores_csv(scores_csv), weights, smoothing=sigma)
-    return result.auc_micro, result.auc_macro
-
-
-def choose(rows: list[tuple], incumbent: tuple[str, str, float] | None) -> tuple[tuple, str]:
-    """The chosen row and the rule's words. Rounds 1 and 2: the highest mean validation micro AUC. Round 3 (an
-    ``incumbent`` (candidate, signal, sigma)), in two steps with the tie margin of
-    :func:`vad.pseudo.validation.keep_unless_beaten` (higher mean and higher on at least :data:`WINS` of the paired
-    injections): first the training, each candidate scored by the incumbent's signal and sigma; then, within the
-    chosen training, the score, the incumbent's signal and sigma against every other (signal, sigma)."""
-    if incumbent is None:
-        return max(rows, key=lambda r: r[3]), "highest mean validation micro AUC"
-    by_key = {(r[0], r[1], r[2]): r for r in rows}
-    name, signal, sigma = incumbent
-    trainings = {r[0]: r[6] for r in rows if (r[1], r[2]) == (signal, sigma) and r[0] != name}
-    name = keep_unless_beaten(by_key[incumbent][6], trainings, wins=WINS) or name
-    scores = {(r[1], r[2]): r[6] for r in rows if r[0] == name and (r[1], r[2]) != (signal, sigma)}
-    reference = by_key[(name, signal, sigma)]
-    signal, sigma = keep_unless_beaten(reference[6], scores, wins=WINS) or (signal, sigma)
-    chosen = by_key[(name, signal, sigma)]
-    step1 = "; ".join(
-        f"{n} {statistics.mean(aucs):.4f}, above on {paired_wins(aucs, by_key[incumbent][6])}/{len(aucs)}"
-        for n, aucs in trainings.items()
-    )
-    rule = (
-        f"the incumbent {incumbent[0]} scored by {incumbent[1]}, sigma {incumbent[2]:g}, stays unless beaten: a"
-        f" challenger needs a higher mean validation micro AUC AND a higher one on at least {WINS} of the"
-        f" {len(by_key[incumbent][6])} paired injections (vad.pseudo.validation.keep_unless_beaten); first the"
-        " training (each candidate scored by the incumbent's signal and sigma), then the score within the chosen"
-        f" training. Step 1, against the incumbent's {by_key[incumbent][3]:.4f}: {step1} -> {name}. Step 2, within"
-        f" {name}, against its {incumbent[1]} sigma {incumbent[2]:g} ({reference[3]:.4f}): {signal} sigma"
-        f" {sigma:g} ({chosen[3]:.4f}, above on {paired_wins(chosen[6], reference[6])}/{len(reference[6])})"
-    )
-    return chosen, rule
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder holding ped2/ (paths.data_dir)")
@@ -258,8 +197,7 @@ def main() -> None:
     data, out = args.data.resolve(), args.out.resolve()
     chosen_round = ROUNDS[args.round]
     seeds, results_file = chosen_round["seeds"], chosen_round["results"]
-    cache = REPO / ".cache" / "frames"
-    rows = []  # (name, signal, sigma, val micro mean, val micro sd, val macro mean, val micro per injection)
+    rows = []  # preset_rounds.Row: (name, signal, sigma, val micro mean, sd, val macro mean, micro per injection)
     validation_seconds = 0.0
     for name in chosen_round["candidates"]:
         overrides = CANDIDATES[name][1]
@@ -269,17 +207,9 @@ def main() -> None:
         if not ckpt.is_file():
             raise SystemExit(f"{ckpt} does not exist: train the candidate {name} first (run without --only-choose)")
         start = time.perf_counter()
-        validated = validate(ckpt, data, cache, seeds, SMOOTHING, chosen_round["val_pseudo"])
+        rows += validation_rows(name, ckpt, data, seeds, SMOOTHING, chosen_round["val_pseudo"])
         validation_seconds += time.perf_counter() - start
-        for label, pairs in validated.items():
-            if label.startswith(("score ", "copy-last")):
-                continue  # the configured score repeats a signal; copy-last is the floor, not a candidate
-            signal, _, smoothed = label.partition(", smoothed sigma ")
-            micro = [p[0] for p in pairs]
-            macro = [p[1] for p in pairs]
-            rows.append((name, signal, float(smoothed or 0), statistics.mean(micro), statistics.stdev(micro),
-                         statistics.mean(macro), micro))  # fmt: skip
-    best, rule = choose(rows, chosen_round.get("incumbent"))
+    best, rule = choose(rows, chosen_round.get("incumbent"), wins=WINS)
     # the choice is made: only now are the test numbers read, for the report
     lines = [
         f"| candidate | score signal | smoothing sigma | val micro AUC ({len(seeds)} injections) | val macro AUC "

@@ -20,7 +20,7 @@ from vad.errors import ConfigError
 from vad.methods.base import VADModule
 from vad.pseudo import kinds
 from vad.pseudo.plugins import PseudoClips
-from vad.pseudo.validation import PseudoValidationClips, keep_unless_beaten, paired_wins
+from vad.pseudo.validation import PseudoValidationClips, keep_unless_beaten, paired_t, paired_wins
 
 LENGTHS = {"01": 40, "02": 36, "03": 44}
 SIZE = 32
@@ -470,6 +470,38 @@ def test_keep_unless_beaten_needs_a_higher_mean_and_enough_paired_wins() -> None
     lucky_mean = [3.0, 0.7, 0.7, 0.7, 0.7]
     challengers = {"steady": steady, "better": better, "lucky_mean": lucky_mean}
     assert keep_unless_beaten(incumbent, challengers, wins=4) == "better"
+
+
+def test_paired_t_is_the_mean_paired_difference_over_its_standard_error() -> None:
+    # differences 0.01, 0.03, -0.01, 0.05: mean 0.02, sample sd sqrt(0.002 / 3), se = sd / 2
+    t = paired_t([0.81, 0.83, 0.79, 0.85], [0.80, 0.80, 0.80, 0.80])
+    assert t == pytest.approx(0.02 / (np.sqrt(0.002 / 3) / 2), rel=1e-9)
+    assert paired_t([0.75, 0.5], [1.0, 0.75]) == -np.inf  # behind by the same amount on every injection
+    assert paired_t([1.0, 0.75], [0.75, 0.5]) == np.inf
+    assert paired_t([0.5, 0.6], [0.5, 0.6]) == 0.0
+    with pytest.raises(ConfigError, match="at least 2"):
+        paired_t([0.9], [0.8])
+    with pytest.raises(ConfigError, match="3 validation AUCs against 2; they must be paired"):
+        paired_t([0.9, 0.9, 0.9], [0.5, 0.5])
+
+
+def test_keep_unless_beaten_with_t_needs_the_lead_to_be_large_against_its_noise() -> None:
+    incumbent = [0.80] * 10
+    # ahead on 7 of 10 by a thousandth, behind on 3 by two: the mean is ahead, 7 wins, but t < 2
+    small = [0.801] * 7 + [0.798] * 3
+    assert paired_t(small, incumbent) < 2
+    assert keep_unless_beaten(incumbent, {"small": small}, wins=7) == "small"
+    assert keep_unless_beaten(incumbent, {"small": small}, wins=7, t=2.0) is None
+    # a clear lead on 8 of 10 passes both
+    clear = [0.83] * 8 + [0.79] * 2
+    assert paired_t(clear, incumbent) > 2
+    assert keep_unless_beaten(incumbent, {"small": small, "clear": clear}, wins=7, t=2.0) == "clear"
+    # t only adds a condition: a challenger short of the wins is refused whatever its t
+    assert keep_unless_beaten(incumbent, {"clear": clear}, wins=9, t=2.0) is None
+    with pytest.raises(ConfigError, match="t=0 needs a positive value"):
+        keep_unless_beaten(incumbent, {}, wins=7, t=0)
+    with pytest.raises(ConfigError, match="at least 2 injections"):
+        keep_unless_beaten([0.8], {}, wins=1, t=2.0)
 
 
 def test_paired_wins_counts_strictly_higher_injections_and_refuses_unpaired_lists() -> None:

@@ -404,30 +404,49 @@ def paired_wins(aucs: Sequence[float], reference: Sequence[float]) -> int:
     return sum(a > b for a, b in zip(aucs, reference, strict=True))
 
 
+def paired_t(aucs: Sequence[float], reference: Sequence[float]) -> float:
+    """The mean paired difference ``aucs - reference`` divided by its standard error (sample standard deviation over
+    sqrt(n)): how many standard errors ahead ``aucs`` is, over the same injections. +inf / -inf / 0 when every
+    difference is the same (ahead, behind, level); at least 2 paired values are needed."""
+    if len(aucs) != len(reference):
+        raise ConfigError(f"paired_t: {len(aucs)} validation AUCs against {len(reference)}; they must be paired")
+    if len(aucs) < 2:
+        raise ConfigError(f"paired_t: {len(aucs)} paired validation AUC; a standard error needs at least 2")
+    diff = np.asarray(aucs, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    mean, sd = float(diff.mean()), float(diff.std(ddof=1))
+    if sd == 0.0:
+        return 0.0 if mean == 0.0 else float(np.copysign(np.inf, mean))
+    return mean / (sd / np.sqrt(len(diff)))
+
+
 def keep_unless_beaten(
-    incumbent: Sequence[float], challengers: Mapping[Hashable, Sequence[float]], *, wins: int
+    incumbent: Sequence[float], challengers: Mapping[Hashable, Sequence[float]], *, wins: int, t: float | None = None
 ) -> Hashable | None:
     """A choice by validation AUC with a tie margin, over paired injections (the same seeds, the same clips).
 
     ``incumbent`` and each challenger (keyed by any hashable: a name, a (signal, sigma) pair) hold one validation AUC
     per injection, in the same order. The incumbent (the configuration already in use) stays unless a challenger has
-    a higher mean AND is higher on at least ``wins`` of the injections (:func:`paired_wins`); among the challengers
-    that qualify, the highest mean wins. Returns that challenger's key, or None when the incumbent stays. The margin
-    keeps a preset from flipping on a difference that a few injections' noise can make: a challenger ahead on the
-    mean because of one injection is a tie, not a win. It counts wins, not their size: when means differ by about a
-    thousandth, use more injections or a larger ``wins``.
+    a higher mean AND is higher on at least ``wins`` of the injections (:func:`paired_wins`) AND, when ``t`` is
+    given, is ahead by at least ``t`` standard errors of the paired differences (:func:`paired_t`); among the
+    challengers that qualify, the highest mean wins. Returns that challenger's key, or None when the incumbent stays.
+    The margin keeps a preset from flipping on a difference that a few injections' noise can make: a challenger
+    ahead on the mean because of one injection is a tie, not a win. ``wins`` counts wins, not their size; ``t`` adds
+    the size (a challenger ahead by a thousandth on 7 of 10 injections, with differences of a few thousandths either
+    way, is a tie under t=2).
     """
     n = len(incumbent)
     if n == 0:
         raise ConfigError("keep_unless_beaten: the incumbent has no validation AUC")
     if not 1 <= wins <= n:
         raise ConfigError(f"keep_unless_beaten: wins={wins} must be between 1 and the number of injections ({n})")
+    if t is not None and (n < 2 or not t > 0):
+        raise ConfigError(f"keep_unless_beaten: t={t} needs a positive value and at least 2 injections (have {n})")
     base = float(np.mean(incumbent))
     qualified: dict[Hashable, float] = {}
     for key, aucs in challengers.items():
         if len(aucs) != n:
             raise ConfigError(f"keep_unless_beaten: {key!r} has {len(aucs)} validation AUCs, the incumbent {n}")
         mean = float(np.mean(aucs))
-        if mean > base and paired_wins(aucs, incumbent) >= wins:
+        if mean > base and paired_wins(aucs, incumbent) >= wins and (t is None or paired_t(aucs, incumbent) >= t):
             qualified[key] = mean
     return max(qualified, key=qualified.__getitem__) if qualified else None

@@ -1,0 +1,112 @@
+"""What the CPU-preset choices of experiments/ffp_cpu_preset.py and experiments/amc_cpu_preset.py share: train a
+candidate (``python -m vad.train`` into ``<out>/<name>``, reused when its last checkpoint exists), validate it on
+injected pseudo-anomalies (one row per score signal and smoothing sigma), choose with or without an incumbent, and
+read a row's test AUC after the choice.
+
+A row is ``(candidate, signal, sigma, val micro mean, val micro sd, val macro mean, val micro per injection)``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from vad import scoring
+from vad.pseudo.validation import keep_unless_beaten, paired_t, paired_wins
+from vad.report import read_scores_csv
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+from validation_auc import validate  # noqa: E402
+
+Row = tuple[str, str, float, float, float, float, list[float]]
+
+
+def train(name: str, overrides: list[str], data: Path, out: Path) -> Path:
+    """The candidate's last checkpoint, trained one run at a time into ``out/name`` unless it is already there."""
+    run = out / name
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        print(f"{name}: reusing {ckpt}", flush=True)
+        return ckpt
+    command = [sys.executable, "-m", "vad.train", *overrides, f"paths.data_dir={data}", f"hydra.run.dir={run}"]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return ckpt
+
+
+def validation_rows(
+    name: str, ckpt: Path, data: Path, seeds: list[int], smoothing: list[float], val_pseudo: dict | None
+) -> list[Row]:
+    """Every (signal, sigma) of one checkpoint on the injected pseudo-anomalies of its held-out videos."""
+    rows: list[Row] = []
+    validated = validate(ckpt, data, REPO / ".cache" / "frames", seeds, smoothing, val_pseudo)
+    for label, pairs in validated.items():
+        if label.startswith(("score ", "copy-last")):
+            continue  # the configured score repeats a signal; copy-last is the floor, not a candidate
+        signal, _, smoothed = label.partition(", smoothed sigma ")
+        micro = [p[0] for p in pairs]
+        macro = [p[1] for p in pairs]
+        rows.append((name, signal, float(smoothed or 0), statistics.mean(micro), statistics.stdev(micro),
+                     statistics.mean(macro), micro))  # fmt: skip
+    return rows
+
+
+def test_auc(run: Path, signal: str, sigma: float) -> tuple[float, float] | None:
+    """Micro and macro test AUC of one signal of a run's scores.csv (the test stage of vad.train, or vad.evaluate of
+    a candidate trained without it, into ``<run>/test``); None when the run was not tested."""
+    scores_csv = next((p for p in (run / "scores.csv", run / "test" / "scores.csv") if p.is_file()), None)
+    if scores_csv is None:
+        return None
+    weights = {signal: -1.0 if signal == "psnr" else 1.0}
+    result = scoring.evaluate(read_scores_csv(scores_csv), weights, smoothing=sigma)
+    return result.auc_micro, result.auc_macro
+
+
+def margin_words(wins: int, n: int, t: float | None) -> str:
+    words = f"a higher mean validation micro AUC AND a higher one on at least {wins} of the {n} paired injections"
+    if t is not None:
+        words += f" AND a mean paired difference of at least {t:g} standard errors"
+    return words + " (vad.pseudo.validation.keep_unless_beaten)"
+
+
+def lead(aucs: list[float], reference: list[float], t: float | None) -> str:
+    text = f"above on {paired_wins(aucs, reference)}/{len(reference)}"
+    return text + (f", t {paired_t(aucs, reference):+.2f}" if t is not None else "")
+
+
+def choose(
+    rows: list[Row], incumbent: tuple[str, str, float] | None, *, wins: int = 1, t: float | None = None
+) -> tuple[Row, str]:
+    """The chosen row and the rule's words. Without an ``incumbent``: the highest mean validation micro AUC. With an
+    incumbent (candidate, signal, sigma), two steps with the tie margin of
+    :func:`vad.pseudo.validation.keep_unless_beaten` (``wins`` paired injections, and ``t`` standard errors when
+    given): first the training, each candidate scored by the incumbent's signal and sigma; then, within the chosen
+    training, the score: its row at the incumbent's signal and sigma against every other (signal, sigma)."""
+    if incumbent is None:
+        return max(rows, key=lambda r: r[3]), "highest mean validation micro AUC"
+    by_key = {(r[0], r[1], r[2]): r for r in rows}
+    name, signal, sigma = incumbent
+    base = by_key[incumbent][6]
+    trainings = {r[0]: r[6] for r in rows if (r[1], r[2]) == (signal, sigma) and r[0] != name}
+    name = keep_unless_beaten(base, trainings, wins=wins, t=t) or name
+    scores = {(r[1], r[2]): r[6] for r in rows if r[0] == name and (r[1], r[2]) != (signal, sigma)}
+    reference = by_key[(name, signal, sigma)]
+    signal, sigma = keep_unless_beaten(reference[6], scores, wins=wins, t=t) or (signal, sigma)
+    chosen = by_key[(name, signal, sigma)]
+    step1 = "; ".join(f"{n} {statistics.mean(a):.4f}, {lead(a, base, t)}" for n, a in trainings.items())
+    rule = (
+        f"the incumbent {incumbent[0]} scored by {incumbent[1]}, sigma {incumbent[2]:g}, stays unless beaten: a"
+        f" challenger needs {margin_words(wins, len(base), t)}; first the training (each candidate scored by the"
+        " incumbent's signal and sigma), then the score within the chosen training. Step 1, against the incumbent's"
+        f" {by_key[incumbent][3]:.4f}: {step1} -> {name}. Step 2, within {name}, against its {incumbent[1]} sigma"
+        f" {incumbent[2]:g} ({reference[3]:.4f}): "
+        + (
+            f"{signal} sigma {sigma:g} ({chosen[3]:.4f}, {lead(chosen[6], reference[6], t)})"
+            if chosen is not reference
+            else "no (signal, sigma) beats it -> kept"
+        )
+    )
+    return chosen, rule
