@@ -30,13 +30,13 @@ The candidate is the preset's training (``w32_128_bf16_ema``); the rule, the sam
 ``model.score`` and ``model.smoothing`` become that row's. Writes ``experiments/results/ffp_cpu_preset_v2.md``.
 
 ``--round 3`` (the default) is round 2's validation with a tie margin, written down and committed on 2026-12-02 before
-the challengers were trained (round 2 and AMC's round 2 showed choices flipping on differences of a few thousandths
-that a couple of injections make). Candidates: the incumbent (the preset's training, scored by the worst patch,
-sigma 4, as round 2 chose) and two challengers that buy iterations with a cheaper discriminator step in the same wall
-time (a test-motivated pair: the preset had tested 0.9477, below the 0.95 goal). The rule (:func:`choose`): the
+the challengers were trained (round 2 and AMC's round 2 showed choices flipping on differences of a few thousandths that
+a couple of injections make). Candidates: the incumbent (the preset's training, scored by the worst patch, sigma 4, as
+round 2 chose) and two challengers that buy iterations with a cheaper discriminator step in the same wall time (a
+test-motivated pair: the preset had tested 0.9477, below the 0.95 goal). The rule (:func:`preset_rounds.choose`): the
 incumbent stays unless a challenger has a higher mean validation micro AUC AND a higher one on at least 7 of the 10
-paired injections; first the training (every candidate scored by the incumbent's signal and sigma), then, with the
-same margin, the score within the chosen training. Writes ``experiments/results/ffp_cpu_preset_v3.md``.
+paired injections; first the training (every candidate scored by the incumbent's signal and sigma), then, with the same
+margin, the score within the chosen training. Writes ``experiments/results/ffp_cpu_preset_v3.md``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from vad import scoring
-from vad.pseudo.validation import keep_unless_beaten, paired_t, paired_wins
+from vad.pseudo.validation import choose_training_then_score, paired_t, paired_wins
 from vad.report import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,20 +81,18 @@ def choose(
     rows: list[Row], incumbent: tuple[str, str, float] | None, *, wins: int = 1, t: float | None = None
 ) -> tuple[Row, str]:
     """The chosen row and the rule's words. Without an ``incumbent``: the highest mean validation micro AUC. With an
-    incumbent (candidate, signal, sigma), two steps with the tie margin of
-    :func:`vad.pseudo.validation.keep_unless_beaten` (``wins`` paired injections, and ``t`` standard errors when
+    incumbent (candidate, signal, sigma): :func:`vad.pseudo.validation.choose_training_then_score` with the tie margin
+    of :func:`vad.pseudo.validation.keep_unless_beaten` (``wins`` paired injections, and ``t`` standard errors when
     given): first the training, each candidate scored by the incumbent's signal and sigma; then, within the chosen
     training, the score: its row at the incumbent's signal and sigma against every other (signal, sigma)."""
     if incumbent is None:
         return max(rows, key=lambda r: r[3]), "highest mean validation micro AUC"
     by_key = {(r[0], r[1], r[2]): r for r in rows}
-    name, signal, sigma = incumbent
+    aucs = {(r[0], (r[1], r[2])): r[6] for r in rows}
+    name, (signal, sigma) = choose_training_then_score(aucs, (incumbent[0], incumbent[1:]), wins=wins, t=t)
     base = by_key[incumbent][6]
-    trainings = {r[0]: r[6] for r in rows if (r[1], r[2]) == (signal, sigma) and r[0] != name}
-    name = keep_unless_beaten(base, trainings, wins=wins, t=t) or name
-    scores = {(r[1], r[2]): r[6] for r in rows if r[0] == name and (r[1], r[2]) != (signal, sigma)}
-    reference = by_key[(name, signal, sigma)]
-    signal, sigma = keep_unless_beaten(reference[6], scores, wins=wins, t=t) or (signal, sigma)
+    trainings = {r[0]: r[6] for r in rows if (r[1], r[2]) == incumbent[1:] and r[0] != incumbent[0]}
+    reference = by_key[(name, *incumbent[1:])]
     chosen = by_key[(name, signal, sigma)]
     step1 = "; ".join(f"{n} {statistics.mean(a):.4f}, {lead(a, base, t)}" for n, a in trainings.items())
     rule = (

@@ -20,7 +20,13 @@ from vad.errors import ConfigError
 from vad.methods.base import VADModule
 from vad.pseudo import kinds
 from vad.pseudo.plugins import PseudoClips
-from vad.pseudo.validation import PseudoValidationClips, keep_unless_beaten, paired_t, paired_wins
+from vad.pseudo.validation import (
+    PseudoValidationClips,
+    choose_training_then_score,
+    keep_unless_beaten,
+    paired_t,
+    paired_wins,
+)
 
 LENGTHS = {"01": 40, "02": 36, "03": 44}
 SIZE = 32
@@ -502,6 +508,38 @@ def test_keep_unless_beaten_with_t_needs_the_lead_to_be_large_against_its_noise(
         keep_unless_beaten(incumbent, {}, wins=7, t=0)
     with pytest.raises(ConfigError, match="at least 2 injections"):
         keep_unless_beaten([0.8], {}, wins=1, t=2.0)
+
+
+def test_choose_training_then_score_compares_trainings_at_the_incumbents_score_then_scores_within() -> None:
+    low, mid, high = [0.80, 0.81, 0.79, 0.80], [0.85, 0.86, 0.84, 0.85], [0.90, 0.91, 0.89, 0.90]
+    aucs = {
+        ("old", "s2"): low,
+        ("old", "s4"): high,  # the incumbent training is better under another score: step 1 does not look at it
+        ("new", "s2"): mid,
+        ("new", "s4"): high,
+        ("other", "s2"): [0.99, 0.5, 0.5, 0.5],  # ahead on the mean by one injection: a tie
+        ("other", "s4"): [0.99] * 4,  # far ahead, but only under another score
+    }
+    assert choose_training_then_score(aucs, ("old", "s2"), wins=3) == ("new", "s4")
+    # step 2 keeps the incumbent's score when no other score of the chosen training beats it by the margin
+    assert choose_training_then_score({**aucs, ("new", "s4"): mid}, ("old", "s2"), wins=3) == ("new", "s2")
+    # no challenger training beats the incumbent: it stays, and its scores are compared within it
+    assert choose_training_then_score({k: v for k, v in aucs.items() if k[0] != "new"}, ("old", "s2"), wins=3) == (
+        "old",
+        "s4",
+    )
+    # with the size condition, a small steady lead is not enough in either step
+    small = [0.801, 0.811, 0.791, 0.7995]  # ahead on 3 of 4 by a thousandth, t 1.67
+    assert choose_training_then_score({("old", "s2"): low, ("new", "s2"): small}, ("old", "s2"), wins=3) == (
+        "new",
+        "s2",
+    )
+    assert choose_training_then_score({("old", "s2"): low, ("new", "s2"): small}, ("old", "s2"), wins=3, t=2.0) == (
+        "old",
+        "s2",
+    )
+    with pytest.raises(ConfigError, match="the incumbent \\('gone', 's2'\\) has no validation AUCs"):
+        choose_training_then_score(aucs, ("gone", "s2"), wins=3)
 
 
 def test_paired_wins_counts_strictly_higher_injections_and_refuses_unpaired_lists() -> None:

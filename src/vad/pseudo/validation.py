@@ -450,3 +450,28 @@ def keep_unless_beaten(
         if mean > base and paired_wins(aucs, incumbent) >= wins and (t is None or paired_t(aucs, incumbent) >= t):
             qualified[key] = mean
     return max(qualified, key=qualified.__getitem__) if qualified else None
+
+
+def choose_training_then_score(
+    aucs: Mapping[tuple[Hashable, Hashable], Sequence[float]],
+    incumbent: tuple[Hashable, Hashable],
+    *,
+    wins: int,
+    t: float | None = None,
+) -> tuple[Hashable, Hashable]:
+    """A preset's two-step choice with :func:`keep_unless_beaten`'s margin, over paired injections.
+
+    ``aucs`` maps (training, score) — a run and a way of scoring it, e.g. ``("noadv_11k", ("patch_max", 2.0))`` — to
+    its validation AUC per injection; ``incumbent`` is the (training, score) in use. First the training: every other
+    training scored by the incumbent's score challenges the incumbent (a training better only under another score does
+    not count here). Then, within the chosen training, the score: its row at the incumbent's score against each of its
+    other scores. Returns the chosen (training, score); each step keeps what it has unless beaten by the margin.
+    """
+    if incumbent not in aucs:
+        raise ConfigError(f"choose_training_then_score: the incumbent {incumbent!r} has no validation AUCs")
+    training, score = incumbent
+    trainings = {run: values for (run, how), values in aucs.items() if how == score and run != training}
+    training = keep_unless_beaten(aucs[incumbent], trainings, wins=wins, t=t) or training
+    reference = aucs[(training, score)]
+    scores = {how: values for (run, how), values in aucs.items() if run == training and how != score}
+    return training, keep_unless_beaten(reference, scores, wins=wins, t=t) or score
