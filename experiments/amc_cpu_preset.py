@@ -31,14 +31,13 @@ Writes ``experiments/results/amc_cpu_preset.md`` (the text below the :data:`DISC
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
-from preset_rounds import choose, margin_words, test_auc, train, validation_rows  # noqa: E402
+from preset_rounds import choose, log_seconds, test_auc, train, validation_rows  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "amc_cpu_preset.md"
 DISCUSSION = "<!-- discussion: kept by the script -->"
@@ -102,18 +101,13 @@ def main() -> None:
         test = f"{tested[0]:.4f} | {tested[1]:.4f}" if tested else "not tested | "
         mark = "**" if row is best else ""
         lines.append(f"| {mark}{name}{mark} | {signal} | {sigma:g} | {micro:.4f} ± {sd:.4f} | {macro:.4f} | {test} |")
-    walls = {}
-    for name in CANDIDATES:
-        metrics = out / name / "metrics.json"
-        if metrics.is_file():
-            saved = json.loads(metrics.read_text())
-            walls[name] = (saved.get("train_seconds"), saved.get("test_seconds"))
+    walls = {name: log_seconds(out / name / "train.log") for name in CANDIDATES}
     header = [
         "# AMC's CPU preset on Ped2: the choice by validation AUC (round 3)",
         "",
         "`python experiments/amc_cpu_preset.py --data <folder holding ped2> --out <runs>`; validation on seeds"
         f" {SEEDS} of the injected pseudo-anomalies (dataset.val_pseudo overrides {VAL_PSEUDO}), smoothing sigmas"
-        f" {SMOOTHING}, {validation_seconds:.0f} s. Rule ({margin_words(WINS, len(SEEDS), T)}): {rule}. Test columns"
+        f" {SMOOTHING}, {validation_seconds:.0f} s. Rule: {rule}. Test columns"
         " read after the choice, from each run's scores.csv (last checkpoint, ped2.mat labels, per-video min-max),"
         " never used to choose.",
         "",
@@ -121,7 +115,8 @@ def main() -> None:
         "",
         "Candidates: " + "; ".join(f"`{n}`: {what}" for n, (what, _) in CANDIDATES.items()),
         "",
-        "Wall (train s, test s): " + "; ".join(f"{n}: {w}" for n, w in walls.items()),
+        "Training wall time (train.log, first to last line: start-up, training, in-training validation, calibration): "
+        + "; ".join(f"{n} {w / 60:.1f} min" if w else f"{n} unknown" for n, w in walls.items()),
         "",
     ]
     text = "\n".join(header + lines) + "\n"

@@ -8,9 +8,11 @@ A row is ``(candidate, signal, sigma, val micro mean, val micro sd, val macro me
 
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from vad import scoring
@@ -63,6 +65,18 @@ def test_auc(run: Path, signal: str, sigma: float) -> tuple[float, float] | None
     weights = {signal: -1.0 if signal == "psnr" else 1.0}
     result = scoring.evaluate(read_scores_csv(scores_csv), weights, smoothing=sigma)
     return result.auc_micro, result.auc_macro
+
+
+def log_seconds(log: Path) -> float | None:
+    """Seconds between the first and the last time-stamped line of a run's log (``train.log``: from the seed to the
+    last checkpoint, calibration included); None when the log is missing or has no time stamp."""
+    if not log.is_file():
+        return None
+    stamps = re.findall(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", log.read_text(), flags=re.MULTILINE)
+    if not stamps:
+        return None
+    first, last = (datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f") for s in (stamps[0], stamps[-1]))
+    return (last - first).total_seconds()
 
 
 def margin_words(wins: int, n: int, t: float | None) -> str:
