@@ -25,22 +25,20 @@ missed copy-last on the test). Written down and committed on 2026-12-02 before t
   the chosen training (AMC's five signals at the three sigmas). The preset then becomes the chosen row, and its test
   is run once after the choice (``vad.evaluate`` into ``<run>/test``).
 
-Writes ``experiments/results/amc_cpu_preset.md`` (the text below the :data:`DISCUSSION` marker is kept).
+Writes ``experiments/results/amc_cpu_preset.md`` (the text below the discussion marker is kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
-from preset_rounds import choose, log_seconds, test_auc, train, validation_rows  # noqa: E402
+from preset_rounds import choose, log_seconds, table, validate_candidates, write_report  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "amc_cpu_preset.md"
-DISCUSSION = "<!-- discussion: kept by the script -->"
 SEEDS = list(range(10))
 SMOOTHING = [0.0, 2.0, 4.0]
 VAL_PSEUDO = {"object_scale": [0.5, 2.0]}
@@ -77,30 +75,13 @@ def main() -> None:
     parser.add_argument("--only-choose", action="store_true", help="train nothing; every run must exist")
     args = parser.parse_args()
     data, out = args.data.resolve(), args.out.resolve()
-    rows = []
-    validation_seconds = 0.0
-    for name, (_, overrides) in CANDIDATES.items():
-        ckpt = out / name / "checkpoints" / "last.ckpt"
-        if not args.only_choose:
-            ckpt = train(name, overrides, data, out)
-        if not ckpt.is_file():
-            raise SystemExit(f"{ckpt} does not exist: train the candidate {name} first (run without --only-choose)")
-        start = time.perf_counter()
-        rows += validation_rows(name, ckpt, data, SEEDS, SMOOTHING, VAL_PSEUDO)
-        validation_seconds += time.perf_counter() - start
+    candidates = {name: overrides for name, (_, overrides) in CANDIDATES.items()}
+    rows, validation_seconds = validate_candidates(
+        candidates, data, out, seeds=SEEDS, smoothing=SMOOTHING, val_pseudo=VAL_PSEUDO, only_choose=args.only_choose
+    )
     best, rule = choose(rows, INCUMBENT, wins=WINS, t=T)
-    # the choice is made: only now are the test numbers read, for the report
-    lines = [
-        f"| candidate | score signal | smoothing sigma | val micro AUC ({len(SEEDS)} injections) | val macro AUC "
-        "| test micro AUC | test macro AUC |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in sorted(rows, key=lambda r: -r[3]):
-        name, signal, sigma, micro, sd, macro, _ = row
-        tested = test_auc(out / name, signal, sigma)
-        test = f"{tested[0]:.4f} | {tested[1]:.4f}" if tested else "not tested | "
-        mark = "**" if row is best else ""
-        lines.append(f"| {mark}{name}{mark} | {signal} | {sigma:g} | {micro:.4f} ± {sd:.4f} | {macro:.4f} | {test} |")
+    # the choice is made: only now are the test numbers read (table), for the report
+    lines = table(rows, best, out)
     walls = {name: log_seconds(out / name / "train.log") for name in CANDIDATES}
     header = [
         "# AMC's CPU preset on Ped2: the choice by validation AUC (round 3)",
@@ -119,10 +100,7 @@ def main() -> None:
         + "; ".join(f"{n} {w / 60:.1f} min" if w else f"{n} unknown" for n, w in walls.items()),
         "",
     ]
-    text = "\n".join(header + lines) + "\n"
-    print(text)
-    kept = RESULTS.read_text().partition(DISCUSSION)[2] if RESULTS.is_file() else "\n"
-    RESULTS.write_text(f"{text}\n{DISCUSSION}{kept}")
+    write_report(RESULTS, "\n".join(header + lines) + "\n")
 
 
 if __name__ == "__main__":

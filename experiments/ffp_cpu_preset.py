@@ -16,7 +16,7 @@ Only after the choice, the test AUC of every row is read from the runs' ``scores
 of vad.train, or, for a candidate trained with ``test=false``, by ``python -m vad.evaluate
 ckpt_path=<run>/checkpoints/last.ckpt hydra.run.dir=<run>/test`` run after the choice) and printed beside its
 validation AUC, as the report of each lever's effect; it plays no part in the choice. Writes
-``experiments/results/ffp_cpu_preset.md`` (the text below the :data:`DISCUSSION` marker is kept).
+``experiments/results/ffp_cpu_preset.md`` (the text below the discussion marker is kept).
 
 ``--round 2`` is the second validation design, :data:`ROUNDS`: written down on 2026-12-02 before any of
 its numbers existed, after round 1's report had shown that temporal smoothing and the worst-patch score, which its
@@ -44,17 +44,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
-from preset_rounds import choose, test_auc, train, validation_rows  # noqa: E402
+from preset_rounds import choose, table, validate_candidates, write_report  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "ffp_cpu_preset.md"
 RESULTS_V2 = REPO / "experiments" / "results" / "ffp_cpu_preset_v2.md"
 RESULTS_V3 = REPO / "experiments" / "results" / "ffp_cpu_preset_v3.md"
-DISCUSSION = "<!-- discussion: kept by the script -->"
 SEEDS = [0, 1, 2]
 SMOOTHING = [0.0, 2.0, 4.0]
 HELD_OUT = ["dataset.val_videos=2", "trainer.check_val_every_n_epoch=null"]
@@ -197,31 +195,19 @@ def main() -> None:
     data, out = args.data.resolve(), args.out.resolve()
     chosen_round = ROUNDS[args.round]
     seeds, results_file = chosen_round["seeds"], chosen_round["results"]
-    rows = []  # preset_rounds.Row: (name, signal, sigma, val micro mean, sd, val macro mean, micro per injection)
-    validation_seconds = 0.0
-    for name in chosen_round["candidates"]:
-        overrides = CANDIDATES[name][1]
-        ckpt = out / name / "checkpoints" / "last.ckpt"
-        if not args.only_choose:
-            ckpt = train(name, overrides, data, out)
-        if not ckpt.is_file():
-            raise SystemExit(f"{ckpt} does not exist: train the candidate {name} first (run without --only-choose)")
-        start = time.perf_counter()
-        rows += validation_rows(name, ckpt, data, seeds, SMOOTHING, chosen_round["val_pseudo"])
-        validation_seconds += time.perf_counter() - start
+    candidates = {name: CANDIDATES[name][1] for name in chosen_round["candidates"]}
+    rows, validation_seconds = validate_candidates(
+        candidates,
+        data,
+        out,
+        seeds=seeds,
+        smoothing=SMOOTHING,
+        val_pseudo=chosen_round["val_pseudo"],
+        only_choose=args.only_choose,
+    )
     best, rule = choose(rows, chosen_round.get("incumbent"), wins=WINS)
-    # the choice is made: only now are the test numbers read, for the report
-    lines = [
-        f"| candidate | score signal | smoothing sigma | val micro AUC ({len(seeds)} injections) | val macro AUC "
-        "| test micro AUC | test macro AUC |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in sorted(rows, key=lambda r: -r[3]):
-        name, signal, sigma, micro, sd, macro, _ = row
-        tested = test_auc(out / name, signal, sigma)
-        test = f"{tested[0]:.4f} | {tested[1]:.4f}" if tested else "not tested | "
-        mark = "**" if row is best else ""
-        lines.append(f"| {mark}{name}{mark} | {signal} | {sigma:g} | {micro:.4f} ± {sd:.4f} | {macro:.4f} | {test} |")
+    # the choice is made: only now are the test numbers read (table), for the report
+    lines = table(rows, best, out)
     walls = {}
     for name in chosen_round["candidates"]:
         metrics = out / name / "metrics.json"
@@ -245,10 +231,7 @@ def main() -> None:
         "Wall (train s, test s): " + "; ".join(f"{n}: {w}" for n, w in walls.items()),
         "",
     ]
-    text = "\n".join(header + lines) + "\n"
-    print(text)
-    kept = results_file.read_text().partition(DISCUSSION)[2] if results_file.is_file() else "\n"
-    results_file.write_text(f"{text}\n{DISCUSSION}{kept}")
+    write_report(results_file, "\n".join(header + lines) + "\n")
 
 
 if __name__ == "__main__":

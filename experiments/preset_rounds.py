@@ -12,6 +12,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +25,8 @@ sys.path.insert(0, str(REPO / "experiments"))
 from validation_auc import validate  # noqa: E402
 
 Row = tuple[str, str, float, float, float, float, list[float]]
+#: the results files keep the text below this marker when a script rewrites them
+DISCUSSION = "<!-- discussion: kept by the script -->"
 
 
 def train(name: str, overrides: list[str], data: Path, out: Path) -> Path:
@@ -54,6 +57,56 @@ def validation_rows(
         rows.append((name, signal, float(smoothed or 0), statistics.mean(micro), statistics.stdev(micro),
                      statistics.mean(macro), micro))  # fmt: skip
     return rows
+
+
+def validate_candidates(
+    candidates: dict[str, list[str]],
+    data: Path,
+    out: Path,
+    *,
+    seeds: list[int],
+    smoothing: list[float],
+    val_pseudo: dict | None,
+    only_choose: bool,
+) -> tuple[list[Row], float]:
+    """Train what is missing (unless ``only_choose``), one run at a time, then validate every candidate: the rows
+    and the seconds the validation took. ``candidates`` maps a name to its vad.train overrides."""
+    rows: list[Row] = []
+    seconds = 0.0
+    for name, overrides in candidates.items():
+        ckpt = out / name / "checkpoints" / "last.ckpt"
+        if not only_choose:
+            ckpt = train(name, overrides, data, out)
+        if not ckpt.is_file():
+            raise SystemExit(f"{ckpt} does not exist: train the candidate {name} first (run without --only-choose)")
+        start = time.perf_counter()
+        rows += validation_rows(name, ckpt, data, seeds, smoothing, val_pseudo)
+        seconds += time.perf_counter() - start
+    return rows, seconds
+
+
+def table(rows: list[Row], best: Row, out: Path) -> list[str]:
+    """The report's table, rows by mean validation micro AUC, the chosen one in bold; the test columns are read here,
+    after the choice, from each run's scores.csv."""
+    lines = [
+        f"| candidate | score signal | smoothing sigma | val micro AUC ({len(best[6])} injections) | val macro AUC "
+        "| test micro AUC | test macro AUC |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(rows, key=lambda r: -r[3]):
+        name, signal, sigma, micro, sd, macro, _ = row
+        tested = test_auc(out / name, signal, sigma)
+        test = f"{tested[0]:.4f} | {tested[1]:.4f}" if tested else "not tested | "
+        mark = "**" if row is best else ""
+        lines.append(f"| {mark}{name}{mark} | {signal} | {sigma:g} | {micro:.4f} ± {sd:.4f} | {macro:.4f} | {test} |")
+    return lines
+
+
+def write_report(path: Path, text: str) -> None:
+    """Print the report and write it to ``path``, keeping the discussion below :data:`DISCUSSION`."""
+    print(text)
+    kept = path.read_text().partition(DISCUSSION)[2] if path.is_file() else "\n"
+    path.write_text(f"{text}\n{DISCUSSION}{kept}")
 
 
 def test_auc(run: Path, signal: str, sigma: float) -> tuple[float, float] | None:
