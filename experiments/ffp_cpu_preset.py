@@ -121,7 +121,13 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "w32_128_bf16_ema": (
         "the preset (w32_128_bf16's training) with the weights' moving average as the detector, decay 0.999",
         [
+            # the preset of then: round 3 has changed its adversarial weight and schedule since (pinned here, so that
+            # these overrides still compose to the run's config; preset_rounds.CANDIDATE_CONFIGS)
             "experiment=ffp_ped2_cpu",
+            "model.loss.adversarial=0.05",
+            "trainer.max_steps=7000",
+            "model.optim.milestones=[5600]",
+            "trainer.val_check_interval=7000",
             "callbacks.ema={_target_: vad.callbacks.WeightEMA, decay: 0.999}",
             "test=false",
             *HELD_OUT,
@@ -138,6 +144,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
         "the preset with a PatchGAN of widths 32-128 (half), 9000 it (lr divided by 10 at 7200)",
         [
             "experiment=ffp_ped2_cpu",
+            "model.loss.adversarial=0.05",  # the weight of the preset then (0 since round 3)
             "model.discriminator.features=[32,64,128,128]",
             "trainer.max_steps=9000",
             "model.optim.milestones=[7200]",
@@ -197,6 +204,7 @@ def main() -> None:
     seeds, results_file = chosen_round["seeds"], chosen_round["results"]
     candidates = {name: CANDIDATES[name][1] for name in chosen_round["candidates"]}
     rows, validation_seconds = validate_candidates(
+        "ffp_cpu_preset",
         candidates,
         data,
         out,

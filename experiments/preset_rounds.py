@@ -1,13 +1,16 @@
 """What the CPU-preset choices of experiments/ffp_cpu_preset.py and experiments/amc_cpu_preset.py share: train a
 candidate (``python -m vad.train`` into ``<out>/<name>``, reused when its last checkpoint exists), validate it on
 injected pseudo-anomalies (one row per score signal and smoothing sigma), choose with or without an incumbent, and
-read a row's test AUC after the choice.
+read a row's test AUC after the choice. Each candidate's training config is recorded in preset_candidates.json
+(:func:`snapshot`, from its run's saved config): a preset edited after a round must not change what that round's
+overrides would retrain, so a drifted candidate is refused before it is trained, and a test checks them all.
 
 A row is ``(candidate, signal, sigma, val micro mean, val micro sd, val macro mean, val micro per injection)``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
@@ -27,15 +30,30 @@ from validation_auc import validate  # noqa: E402
 Row = tuple[str, str, float, float, float, float, list[float]]
 #: the results files keep the text below this marker when a script rewrites them
 DISCUSSION = "<!-- discussion: kept by the script -->"
+#: the candidates' training configs, as their runs were trained (``snapshot``); tests/test_preset_rounds.py checks
+#: that each candidate's overrides still compose to it, so a later edit of a preset cannot silently change what a
+#: committed round would retrain
+CANDIDATE_CONFIGS = REPO / "experiments" / "preset_candidates.json"
+#: config keys (exact, or a prefix ending in ".") that do not change the weights a run trains: where its files go, how
+#: it is logged, scored, validated and whether it is tested after training
+NOT_TRAINING = ("paths.", "hydra.", "logger.", "task_name", "tags", "test", "model.score.", "model.smoothing",
+                "dataset.val_pseudo.")  # fmt: skip
 
 
-def train(name: str, overrides: list[str], data: Path, out: Path) -> Path:
-    """The candidate's last checkpoint, trained one run at a time into ``out/name`` unless it is already there."""
+def train(name: str, overrides: list[str], data: Path, out: Path, expected: dict | None = None) -> Path:
+    """The candidate's last checkpoint, trained one run at a time into ``out/name`` unless it is already there; when
+    ``expected`` (its :data:`CANDIDATE_CONFIGS` entry) is given, refused if its overrides no longer compose to it."""
     run = out / name
     ckpt = run / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
         print(f"{name}: reusing {ckpt}", flush=True)
         return ckpt
+    drift = config_drift(expected, overrides) if expected is not None else {}
+    if drift:
+        raise SystemExit(
+            f"{name}: its overrides no longer compose to the config it was trained with ({CANDIDATE_CONFIGS.name}):"
+            f" {drift} (key: (then, now)); pin those keys in its overrides"
+        )
     command = [sys.executable, "-m", "vad.train", *overrides, f"paths.data_dir={data}", f"hydra.run.dir={run}"]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True)
@@ -59,7 +77,66 @@ def validation_rows(
     return rows
 
 
+def training_config(config: dict) -> dict[str, object]:
+    """A run's config (a nested dict, interpolations unresolved) as flat ``key: value`` pairs, without the keys of
+    :data:`NOT_TRAINING`."""
+    flat: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+            return
+        key = prefix[:-1]
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in NOT_TRAINING):
+            flat[key] = node
+
+    walk(config, "")
+    return flat
+
+
+def composed_training_config(overrides: list[str]) -> dict[str, object]:
+    """The training config that ``python -m vad.train <overrides>`` composes from today's ``conf/``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("train", overrides=list(overrides))
+    return training_config(OmegaConf.to_container(cfg, resolve=False))
+
+
+def config_drift(expected: dict[str, object], overrides: list[str]) -> dict[str, tuple[object, object]]:
+    """Keys whose composed value differs from ``expected`` (a :func:`training_config`): ``key: (expected, now)``.
+    A key that ``expected`` lacks is not drift (options added since keep their old behaviour by default); one that
+    the composed config lacks is (a renamed or removed option)."""
+    now = composed_training_config(overrides)
+    return {
+        key: (value, now.get(key, "<absent>")) for key, value in expected.items() if now.get(key, "<absent>") != value
+    }
+
+
+def snapshot(script: str, candidates: dict[str, list[str]], runs: Path) -> None:
+    """Record each candidate's training config in :data:`CANDIDATE_CONFIGS` under ``script``: from its run's
+    ``.hydra/config.yaml`` when ``runs/<name>`` holds one (the config it was trained with), else as composed today."""
+    from omegaconf import OmegaConf
+
+    saved = json.loads(CANDIDATE_CONFIGS.read_text()) if CANDIDATE_CONFIGS.is_file() else {}
+    entries = {}
+    for name, overrides in candidates.items():
+        run_config = runs / name / ".hydra" / "config.yaml"
+        if run_config.is_file():
+            config = training_config(OmegaConf.to_container(OmegaConf.load(run_config), resolve=False))
+            source = "the config its run was trained with"
+        else:
+            config = composed_training_config(overrides)
+            source = f"composed on {datetime.now():%Y-%m-%d} (its run was not kept)"
+        entries[name] = {"source": source, "config": config}
+    saved[script] = entries
+    CANDIDATE_CONFIGS.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+
+
 def validate_candidates(
+    script: str,
     candidates: dict[str, list[str]],
     data: Path,
     out: Path,
@@ -70,13 +147,15 @@ def validate_candidates(
     only_choose: bool,
 ) -> tuple[list[Row], float]:
     """Train what is missing (unless ``only_choose``), one run at a time, then validate every candidate: the rows
-    and the seconds the validation took. ``candidates`` maps a name to its vad.train overrides."""
+    and the seconds the validation took. ``candidates`` maps a name to its vad.train overrides; a candidate of
+    ``script`` recorded in :data:`CANDIDATE_CONFIGS` is trained only if they still compose to its recorded config."""
+    recorded = json.loads(CANDIDATE_CONFIGS.read_text()).get(script, {}) if CANDIDATE_CONFIGS.is_file() else {}
     rows: list[Row] = []
     seconds = 0.0
     for name, overrides in candidates.items():
         ckpt = out / name / "checkpoints" / "last.ckpt"
         if not only_choose:
-            ckpt = train(name, overrides, data, out)
+            ckpt = train(name, overrides, data, out, recorded.get(name, {}).get("config"))
         if not ckpt.is_file():
             raise SystemExit(f"{ckpt} does not exist: train the candidate {name} first (run without --only-choose)")
         start = time.perf_counter()
