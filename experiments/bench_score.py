@@ -7,9 +7,11 @@ forward pass), and the reader thread alone (decode + resize), for FFP at the CPU
 The video: ``vtest.avi`` of ../shared/data when present (real 768x576 footage), else the suite's synthetic scene
 written as an MJPG .avi. Goal on a 2-core CPU: the scorer >= 2x the batch-1 loop at the preset size, and the reader
 never the bottleneck (its frames/s far above the scorer's). Each setting is timed in float32 and under bfloat16
-autocast (``vad.score precision=bf16-mixed``); the reference is the float32 batch-1 loop (the ports run float32),
-and the ratio to a bf16 batch-1 loop is printed too. bf16 speed depends on the CPU (the header names its bf16 units:
-with AMX it is several times float32's; without bf16 units, slower).
+autocast (``vad.score precision=bf16-mixed``), with the model as vad.score loads it (channels-last weights, as in
+its test); the reference is the batch-1 loop as a user writes it after ``FFP.load_from_checkpoint`` (float32, the
+default memory format; the ports run float32), and the ratio to a batch-1 loop in the scorer's own setup (same
+precision and memory format) is printed too: the pipeline's share. bf16 speed depends on the CPU (the header names
+its bf16 units: with AMX it is several times float32's; without bf16 units, slower).
 
     python experiments/bench_score.py                    # writes experiments/results/bench_score.md
     python experiments/bench_score.py --frames 60 --paper-frames 12 --no-write
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import queue
+import statistics
 import tempfile
 import threading
 import time
@@ -112,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=200, help="frames scored at the preset size")
     parser.add_argument("--paper-frames", type=int, default=24, help="frames scored at the paper size")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -124,18 +128,37 @@ def main() -> None:
             model = FFP(channels=1, clip_len=5, generator={"features": setting["features"]},
                         loss={"intensity": 1.0, "gradient": 1.0}).eval()  # fmt: skip
             read = reader_fps(path, setting["size"])
-            # the reference: the batch-1 loop as a user writes it, in float32; then the scorer in each precision
-            # and, for the same-precision ratio, the batch-1 loop in bf16 too
-            single = batch1_fps(model, path, setting["size"])
+            # the reference: the batch-1 loop as a user writes it after FFP.load_from_checkpoint (float32, the
+            # default memory format); then the scorer in each precision with the model as vad.score loads it
+            # (vad.build.model_from_checkpoint: the memory format of its test, channels-last for FFP), and the
+            # batch-1 loop in that same setup, whose ratio is the pipeline's alone (batching, the reader thread).
+            # Interleaved rounds (this machine is shared and noisy): the medians, and each ratio as the median of
+            # the ratios within a round
+            runs: dict[str, list[float]] = {}
+            for round_ in range(args.repeats):
+                model.to(memory_format=torch.contiguous_format)
+                runs.setdefault("user", []).append(batch1_fps(model, path, setting["size"]))
+                model.setup("predict")
+                for precision in precisions.PRECISIONS:
+                    out = _mkdir(scratch, f"{label}-{precision}-out-{round_}")
+                    runs.setdefault(f"score {precision}", []).append(
+                        scorer_fps(model, path, setting["size"], setting["batch"], out, precision)
+                    )
+                    runs.setdefault(f"same {precision}", []).append(batch1_fps(model, path, setting["size"], precision))
+            single = statistics.median(runs["user"])
             for precision in precisions.PRECISIONS:
-                out = _mkdir(scratch, f"{label}-{precision}-out")
-                streamed = scorer_fps(model, path, setting["size"], setting["batch"], out, precision)
-                same = single if precision == "32-true" else batch1_fps(model, path, setting["size"], precision)
-                rows.append((label, what, precision, read, streamed, same, single))
+                streamed = runs[f"score {precision}"]
+                same = runs[f"same {precision}"]
+                to_user = statistics.median(a / b for a, b in zip(streamed, runs["user"], strict=True))
+                to_same = statistics.median(a / b for a, b in zip(streamed, same, strict=True))
+                row = (label, what, precision, read, statistics.median(streamed), statistics.median(same), single,
+                       to_user, to_same)  # fmt: skip
+                rows.append(row)
                 print(
-                    f"{label} {precision}: reader {read:.0f} frames/s; vad.score {streamed:.1f} frames/s; batch-1 "
-                    f"loop {same:.1f} frames/s ({single:.1f} in float32); ratio {streamed / single:.2f}x the float32 "
-                    f"loop, {streamed / same:.2f}x the same precision's",
+                    f"{label} {precision}: reader {read:.0f} frames/s; vad.score {row[4]:.1f} frames/s; batch-1 loop"
+                    f" {row[5]:.1f} frames/s in the scorer's setup ({single:.1f} as a user writes it); ratio"
+                    f" {to_user:.2f}x the user's loop, {to_same:.2f}x the same setup's (rounds: vad.score"
+                    f" {_list(streamed)}; user's loop {_list(runs['user'])}; same setup {_list(same)})",
                     flush=True,
                 )
     cpu = cpu_description()
@@ -144,23 +167,31 @@ def main() -> None:
         "",
         f"{datetime.date.today()}, {cpu}, {torch.get_num_threads()} torch threads, CPU; "
         "`python experiments/bench_score.py`. vad.score = reader thread (decode + resize) + batched inference + "
-        "scores.csv, in float32 (`precision=32-true`, the default) and under bfloat16 autocast "
-        "(`precision=bf16-mixed`); batch-1 loop = the same decoding in the loop, one clip per forward pass, in float32 "
-        "(the reference) and, for the same-precision ratio, in bf16.",
+        "scores.csv, in float32 (`precision=32-true`) and under bfloat16 autocast (`precision=bf16-mixed`), the model "
+        "as vad.score loads it (channels-last weights, as in its test); batch-1 loop = the same decoding in the loop, "
+        "one clip per forward pass: as a user writes it after `FFP.load_from_checkpoint` (float32, default memory "
+        "format: the reference) and in the scorer's own setup (same precision and memory format: the pipeline's "
+        f"ratio alone). Medians of {args.repeats} interleaved rounds; each ratio is the median of the ratios within a"
+        " round.",
         "",
-        "| setting | input | precision | reader alone (frames/s) | vad.score (frames/s) | batch-1 loop, same "
-        "precision (frames/s) | vad.score / float32 batch-1 | vad.score / same-precision batch-1 |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| setting | input | precision | reader alone (frames/s) | vad.score (frames/s) | batch-1 loop as a user "
+        "writes it (frames/s) | batch-1 loop, the scorer's setup (frames/s) | vad.score / the user's batch-1 loop "
+        "| vad.score / batch-1 in its setup |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, what, precision, read, streamed, same, single in rows:
+    for label, what, precision, read, streamed, same, single, to_user, to_same in rows:
         lines.append(
-            f"| {label} | {what} | {precision} | {read:.0f} | {streamed:.1f} | {same:.1f} | {streamed / single:.2f}x "
-            f"| {streamed / same:.2f}x |"
+            f"| {label} | {what} | {precision} | {read:.0f} | {streamed:.1f} | {single:.1f} | {same:.1f} "
+            f"| {to_user:.2f}x | {to_same:.2f}x |"
         )
     if not args.no_write:
         kept = RESULTS.read_text().partition(DISCUSSION)[2] if RESULTS.is_file() else "\n"
         RESULTS.write_text("\n".join(lines) + f"\n\n{DISCUSSION}{kept}")
         print(f"written: {RESULTS}")
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
 
 
 def _mkdir(scratch: Path, label: str) -> Path:

@@ -152,8 +152,9 @@ def test_and_report(
 
 
 def model_from_checkpoint(ckpt: Path, cfg: DictConfig) -> tuple[VADModule, DictConfig]:
-    """The trained method of a vad checkpoint, in eval mode, with its calibration and buffers, and the run config it
-    was trained with (``paths`` and ``seed`` of ``cfg``), for the commands that use a trained detector."""
+    """The trained method of a vad checkpoint, in eval mode, with its calibration and buffers, its weights in the memory
+    format of its test (its ``setup``), and the run config it was trained with (``paths`` and ``seed`` of ``cfg``), for
+    the commands that use a trained detector."""
     import torch
 
     from vad.evaluate import saved_config
@@ -166,6 +167,9 @@ def model_from_checkpoint(ckpt: Path, cfg: DictConfig) -> tuple[VADModule, DictC
     check_fits(model, checkpoint, ckpt)  # one line naming a weight that does not fit, as vad.train and vad.evaluate
     model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
+    # what a Trainer's setup hook does before vad.evaluate's test (channels-last weights for the methods that ask):
+    # without it a detector scored outside a Trainer runs its convolutions in another memory format than its test
+    model.setup("predict")
     return model.eval(), run_cfg
 
 
