@@ -115,12 +115,16 @@ def config_drift(expected: dict[str, object], overrides: list[str]) -> dict[str,
     }
 
 
-def snapshot(script: str, candidates: dict[str, list[str]], runs: Path) -> None:
-    """Record each candidate's training config in :data:`CANDIDATE_CONFIGS` under ``script``: from its run's
-    ``.hydra/config.yaml`` when ``runs/<name>`` holds one (the config it was trained with), else as composed today."""
+def snapshot(script: str, candidates: dict[str, list[str]], runs: Path, path: Path = CANDIDATE_CONFIGS) -> None:
+    """Record each candidate's training config in ``path`` under ``script`` (the other scripts' entries are kept):
+    from its run's ``.hydra/config.yaml`` when ``runs/<name>`` holds one (the config it was trained with), else as
+    composed today. Run it once a round's candidates are trained:
+
+        python experiments/preset_rounds.py --snapshot amc_cpu_preset --runs <the round's --out folder>
+    """
     from omegaconf import OmegaConf
 
-    saved = json.loads(CANDIDATE_CONFIGS.read_text()) if CANDIDATE_CONFIGS.is_file() else {}
+    saved = json.loads(path.read_text()) if path.is_file() else {}
     entries = {}
     for name, overrides in candidates.items():
         run_config = runs / name / ".hydra" / "config.yaml"
@@ -132,7 +136,7 @@ def snapshot(script: str, candidates: dict[str, list[str]], runs: Path) -> None:
             source = f"composed on {datetime.now():%Y-%m-%d} (its run was not kept)"
         entries[name] = {"source": source, "config": config}
     saved[script] = entries
-    CANDIDATE_CONFIGS.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
 
 
 def validate_candidates(
@@ -254,3 +258,15 @@ def choose(
         )
     )
     return chosen, rule
+
+
+if __name__ == "__main__":
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(description="Record a preset script's candidates' training configs (snapshot).")
+    parser.add_argument("--snapshot", required=True, help="the script's module name, e.g. amc_cpu_preset")
+    parser.add_argument("--runs", type=Path, required=True, help="the folder of its candidates' runs (its --out)")
+    args = parser.parse_args()
+    module = importlib.import_module(args.snapshot)
+    snapshot(args.snapshot, {name: overrides for name, (_, overrides) in module.CANDIDATES.items()}, args.runs)

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -85,3 +86,26 @@ def test_train_refuses_a_candidate_whose_overrides_drifted_before_starting_it(tm
     ):
         preset_rounds.train("amc_noadv_3k", drifted, tmp_path / "data", tmp_path / "runs", expected)
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_snapshot_records_a_kept_runs_saved_config_and_composes_the_others(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    candidates = {"kept": ["experiment=amc_ped2_cpu"], "lost": ["experiment=amc_ped2_cpu", "trainer.max_steps=10"]}
+    with hydra.initialize_config_dir(str(EXPERIMENTS.parent / "conf"), version_base=None):
+        run_cfg = hydra.compose("train", overrides=["experiment=amc_ped2_cpu", "trainer.max_steps=1234", "test=false"])
+    (tmp_path / "runs" / "kept" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(run_cfg, tmp_path / "runs" / "kept" / ".hydra" / "config.yaml")
+    target = tmp_path / "candidates.json"
+    target.write_text(json.dumps({"other_script": {"x": {"source": "s", "config": {}}}}))
+    preset_rounds.snapshot("script", candidates, tmp_path / "runs", target)
+    saved = json.loads(target.read_text())
+    assert saved["other_script"] == {"x": {"source": "s", "config": {}}}  # other scripts' entries are kept
+    kept, lost = saved["script"]["kept"], saved["script"]["lost"]
+    assert kept["source"] == "the config its run was trained with"
+    assert kept["config"]["trainer.max_steps"] == 1234  # the run's, not what the overrides compose to today
+    assert "test" not in kept["config"]
+    assert "paths.data_dir" not in kept["config"]
+    assert lost["source"].startswith("composed on")
+    assert lost["config"]["trainer.max_steps"] == 10
+    assert preset_rounds.config_drift(kept["config"], candidates["kept"]) == {"trainer.max_steps": (1234, 6000)}
