@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,9 @@ from vad.exported import ExportedDetector
 from vad.score import score
 from vad.stream import StreamScorer, iterable_source, open_inputs
 from vad.train import train
+
+#: FFP's raw signals (its scores.csv columns)
+SIGNALS = ("psnr", "patch_max", "intensity_error", "gradient_error")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -49,6 +53,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"home": home, "run": run, "ckpt": ckpt, "root": home / "synthetic"}
 
 
+def assert_same_signals(scored: Path, tested: Path, signals: Iterable[str], video: str = "01") -> None:
+    """vad.score's scores.csv holds, frame by frame and to the last bit, the raw signals of the test's scores.csv
+    (vad.train's or vad.evaluate's) for ``video``."""
+    rows = read_csv(scored)
+    in_test = [r for r in read_csv(tested) if r["video"] == video]
+    assert [int(r["frame"]) for r in rows] == [int(r["frame"]) for r in in_test]
+    for signal in signals:
+        assert [float(r[signal]) for r in rows] == [float(r[signal]) for r in in_test], signal
+
+
 def score_job(trained: dict, name: str, *overrides: str) -> Path:
     out = trained["home"] / name
     score(hydra_job("score", [f"ckpt_path={trained['ckpt']}", *overrides], out, trained["home"]))
@@ -59,14 +73,11 @@ def test_score_gives_evaluates_raw_signals_exactly_and_alerts_in_the_anomalies(t
     video = trained["root"] / "testing" / "frames" / "01"
     out = score_job(trained, "video01", f"input={video}", "overlay=true", "threshold.fpr=0.01")
     rows = read_csv(out / "scores.csv")
-    tested = [r for r in read_csv(trained["run"] / "scores.csv") if r["video"] == "01"]
-    assert [int(r["frame"]) for r in rows] == [int(r["frame"]) for r in tested]
     model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], trained["home"] / "m", trained["home"]))
     # every raw signal, to the last bit, and the detector in its test's memory format (channels-last for FFP): the
     # formats agree at this tiny size, but not at the presets' (gradient error 1.2e-7 apart at 128x128, width 32)
-    assert set(model.signals) >= {"psnr", "patch_max", "intensity_error", "gradient_error"}
-    for signal in model.signals:
-        assert [float(r[signal]) for r in rows] == [float(r[signal]) for r in tested], signal
+    assert set(model.signals) >= set(SIGNALS)
+    assert_same_signals(out / "scores.csv", trained["run"] / "scores.csv", model.signals)
     convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
@@ -106,11 +117,7 @@ def test_score_runs_the_detector_in_its_tests_memory_format_so_signals_match_at_
     ckpt = train_small(tmp_path, "trainer.max_steps=3", "model.generator.features=16", "model.generator.depth=3")
     video = tmp_path / "synthetic" / "testing" / "frames" / "01"
     score(hydra_job("score", [f"ckpt_path={ckpt}", f"input={video}"], tmp_path / "s", tmp_path))
-    rows = read_csv(tmp_path / "s" / "scores.csv")
-    in_test = [r for r in read_csv(tmp_path / "run" / "scores.csv") if r["video"] == "01"]
-    assert [r["frame"] for r in rows] == [r["frame"] for r in in_test]
-    for signal in ("psnr", "patch_max", "intensity_error", "gradient_error"):
-        assert [float(r[signal]) for r in rows] == [float(r[signal]) for r in in_test], signal
+    assert_same_signals(tmp_path / "s" / "scores.csv", tmp_path / "run" / "scores.csv", SIGNALS)
 
 
 def test_a_folder_of_videos_scores_each_and_a_video_file_matches_its_frames(trained: dict) -> None:
@@ -223,10 +230,7 @@ def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_unless_told_other
         score(hydra_job("score", [f"ckpt_path={ckpt}", f"input={video}", *extra], tmp_path / name, tmp_path))
         scored[name] = (tmp_path / name / "scores.csv").read_text()
     assert scored["default"] == scored["bf16"] != scored["fp32"]
-    rows = read_csv(tmp_path / "default" / "scores.csv")
-    in_test = [r for r in read_csv(run / "scores.csv") if r["video"] == "01"]
-    for signal in ("psnr", "patch_max", "intensity_error", "gradient_error"):  # vad.evaluate's, exactly, in bf16 too
-        assert [float(r[signal]) for r in rows] == [float(r[signal]) for r in in_test], signal
+    assert_same_signals(tmp_path / "default" / "scores.csv", run / "scores.csv", SIGNALS)  # in bf16 too
 
     stored = torch.load(ckpt, weights_only=False)["vad_calibration"]
     copy = tmp_path / "copy.ckpt"
