@@ -17,7 +17,7 @@ import torch
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic, vad_evaluate
 from vad.build import model_from_checkpoint
 from vad.calibrate import calibrate
-from vad.calibration import Calibration, events
+from vad.calibration import Calibration, CausalSmoother, causal_kernel, causal_smooth, events
 from vad.errors import ConfigError, DataError
 from vad.export import FILE_NAMES, export
 from vad.exported import ExportedDetector
@@ -45,9 +45,10 @@ def train_small(home: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A small FFP trained on the tiny synthetic set with one held-out video, tested, then calibrated."""
+    """A small FFP trained on the tiny synthetic set with one held-out video, tested, then calibrated, its scores
+    smoothed with sigma 2 frames (the protocol's centred Gaussian; the calibration's causal one for streams)."""
     home = tmp_path_factory.mktemp("score")
-    ckpt = train_small(home, "trainer.max_steps=60", "dataset.batch_size=4")
+    ckpt = train_small(home, "trainer.max_steps=60", "dataset.batch_size=4", "+model.smoothing=2")
     run = home / "run"
     assert torch.load(ckpt, weights_only=False)["vad_calibration"]["frames"] == 32  # the held-out video, after training
     return {"home": home, "run": run, "ckpt": ckpt, "root": home / "synthetic"}
@@ -81,16 +82,21 @@ def test_score_gives_evaluates_raw_signals_exactly_and_alerts_in_the_anomalies(t
     convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    # alerts: the frames whose calibrated score exceeds the threshold of a 1% false-alarm rate on the calibration
-    # frames (the held-out normal video); that threshold lets at most 1% of those frames through
+    # alerts: the frames whose calibrated score, smoothed over the past as the calibration says (the run's
+    # model.smoothing), exceeds the threshold of a 1% false-alarm rate on the calibration frames (the held-out
+    # normal video, smoothed the same way); that threshold lets at most 1% of those frames through
     calibration = model.calibration
+    assert calibration.smoothing == 2.0
     threshold = calibration.threshold(0.01)
     assert calibration.false_alarm_rate(threshold) <= 0.01
     raw = {k: np.array([float(r[k]) for r in rows]) for k in model.signals}
-    np.testing.assert_allclose([float(r["score"]) for r in rows], calibration.score(raw), rtol=1e-12)
-    assert [r["alert"] == "1" for r in rows] == list(calibration.score(raw) > threshold)
+    expected = causal_smooth(calibration.score(raw), 2.0)
+    np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-12)
+    assert not np.allclose(expected, calibration.score(raw))  # the smoothing is not a no-op here
+    assert [r["alert"] == "1" for r in rows] == list(expected > threshold)
     summary = json.loads((out / "score_summary.json").read_text())
     assert summary["threshold"] == threshold
+    assert summary["smoothing"] == json.loads((out / "events.json").read_text())["smoothing"] == 2.0
     # events.json: the maximal runs of alerted frames of scores.csv
     record = json.loads((out / "events.json").read_text())
     frames = np.array([int(r["frame"]) for r in rows])
@@ -268,7 +274,8 @@ def test_an_exported_model_scores_like_its_checkpoint(trained: dict, fmt: str) -
     assert json.loads((out / "score_summary.json").read_text())["threshold"] == threshold
     calibration = ExportedDetector.load(model_file).calibration
     raw = {k: np.array([float(r[k]) for r in rows]) for k in names}
-    np.testing.assert_allclose([float(r["score"]) for r in rows], calibration.score(raw), rtol=1e-12)
+    assert calibration.smoothing == 2.0  # the stream smoothing travelled with it
+    np.testing.assert_allclose([float(r["score"]) for r in rows], calibration.stream_scores(raw), rtol=1e-12)
     cap = cv2.VideoCapture(str(out / "overlay.avi"))
     count = 0
     while cap.read()[0]:
@@ -319,6 +326,114 @@ def test_calibration_scores_thresholds_and_round_trip() -> None:
     np.testing.assert_array_equal(again.score({"psnr": psnr}), calibration.score({"psnr": psnr}))
     with pytest.raises(ConfigError, match=re.escape("threshold.fpr must lie in (0, 1)")):
         calibration.threshold(0.0)
+
+
+def test_causal_smoothing_uses_only_the_past_and_a_stream_gets_what_a_file_gets() -> None:
+    kernel = causal_kernel(2.0)
+    assert kernel.size == 7  # the current frame and ceil(3 sigma) back
+    assert kernel.sum() == pytest.approx(1.0)
+    assert (np.diff(kernel) < 0).all()  # the current frame weighs most
+    assert causal_kernel(0.0).tolist() == [1.0]
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=60)
+    smoothed = causal_smooth(x, 2.0)
+    for i in (0, 5, 30):  # a value depends on the past only: changing the future changes nothing up to it
+        changed = x.copy()
+        changed[i + 1 :] += rng.normal(size=len(x) - i - 1) * 10
+        np.testing.assert_array_equal(causal_smooth(changed, 2.0)[: i + 1], smoothed[: i + 1])
+    impulse = np.zeros(20)
+    impulse[5] = 1.0
+    np.testing.assert_allclose(causal_smooth(impulse, 2.0)[5:12], kernel)  # its response is the kernel, after it
+    assert not causal_smooth(impulse, 2.0)[:5].any()
+    np.testing.assert_allclose(causal_smooth(np.full(10, 3.5), 2.0), 3.5)  # the first value repeated before the start
+    np.testing.assert_array_equal(causal_smooth(x, 0.0), x)
+    x[10] = np.nan  # a frame that could not be scored: passed through, skipped by its neighbours
+    smoother = CausalSmoother(2.0)
+    streamed = np.array([smoother.push(v) for v in x])
+    np.testing.assert_allclose(streamed, causal_smooth(x, 2.0), rtol=1e-12)
+    assert np.isnan(streamed[10])
+    assert np.isfinite(streamed[11:]).all()
+    with pytest.raises(ConfigError, match=re.escape("smoothing=-1 must be a finite number of frames >= 0")):
+        causal_kernel(-1)
+
+
+def test_a_smoothed_calibration_smooths_its_frames_video_by_video_and_keeps_its_false_alarm_rate() -> None:
+    rng = np.random.default_rng(2)
+    quiet, busy = rng.normal(30.0, 1.0, 400), rng.normal(26.0, 3.0, 400)  # two normal videos, PSNR
+    psnr = np.concatenate([quiet, busy])
+    videos = np.repeat([3, 12], 400)
+    plain = Calibration.fit({"psnr": psnr}, {"psnr": -1.0}, source="normal")
+    smoothed = Calibration.fit({"psnr": psnr}, {"psnr": -1.0}, source="normal", smoothing=2.0, videos=videos)
+    assert smoothed.stats == plain.stats  # the signals' statistics do not depend on the smoothing
+    z = plain.score({"psnr": psnr})
+    per_video = np.concatenate([causal_smooth(z[:400], 2.0), causal_smooth(z[400:], 2.0)])
+    np.testing.assert_allclose(smoothed.scores, np.sort(per_video), rtol=1e-12)
+    across = Calibration.fit({"psnr": psnr}, {"psnr": -1.0}, source="normal", smoothing=2.0)  # one video
+    assert not np.allclose(across.scores, smoothed.scores)  # a boundary crossed mixes the two videos' frames
+    # smoothing averages the noise out: its threshold is lower, and holds its rate on fresh smoothed normal scores
+    assert smoothed.threshold(0.01) < plain.threshold(0.01)
+    fresh = rng.normal(30.0, 1.0, 20000)
+    rate = np.mean(smoothed.stream_scores({"psnr": fresh}) > smoothed.threshold(0.05))
+    assert rate < 0.05  # the quiet video alone is below the two videos' mix
+    again = Calibration.from_dict(json.loads(json.dumps(smoothed.to_dict())))
+    assert again.smoothing == 2.0
+    np.testing.assert_array_equal(again.scores, smoothed.scores)
+    older = smoothed.to_dict()
+    older.pop("smoothing")  # a calibration written before stream smoothing existed: frame by frame
+    assert Calibration.from_dict(older).smoothing == 0.0
+
+
+def test_the_stream_numbers_smooth_as_the_calibration_says_and_another_sigma_needs_a_recalibration(
+    trained: dict, tmp_path: Path
+) -> None:
+    """metrics.json's calibrated block scores each test video as vad.score would; vad.calibrate reproduces the run's
+    calibration (the run's model.smoothing) or sets another sigma; vad.score refuses a sigma its calibration's
+    thresholds do not hold for, in one line, and applies any with raw=true."""
+    block = json.loads((trained["run"] / "metrics.json").read_text())["calibrated"]
+    assert block["smoothing"] == 2.0
+    model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], tmp_path / "m", tmp_path))
+    tested = read_csv(trained["run"] / "scores.csv")
+    scores, labels = [], []
+    for video in sorted({r["video"] for r in tested}):
+        rows = [r for r in tested if r["video"] == video]
+        raw = {k: np.array([float(r[k]) for r in rows]) for k in model.score_weights}
+        scores.append(model.calibration.stream_scores(raw))
+        labels.append([int(r["label"]) for r in rows])
+    from sklearn.metrics import roc_auc_score
+
+    assert block["auc_micro"] == pytest.approx(roc_auc_score(np.concatenate(labels), np.concatenate(scores)), 1e-9)
+
+    stored = torch.load(trained["ckpt"], weights_only=False)["vad_calibration"]
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes(trained["ckpt"].read_bytes())
+    calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true"], tmp_path / "c", tmp_path))
+    assert json.dumps(torch.load(copy, weights_only=False)["vad_calibration"], sort_keys=True) == json.dumps(
+        stored, sort_keys=True
+    )
+    calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true", "smoothing=0"], tmp_path / "c0", tmp_path))
+    unsmoothed = torch.load(copy, weights_only=False)["vad_calibration"]
+    assert unsmoothed["smoothing"] == 0.0
+    assert unsmoothed["stats"] == stored["stats"]
+    assert unsmoothed["scores"] != stored["scores"]
+    video = trained["root"] / "testing" / "frames" / "01"
+    score(hydra_job("score", [f"ckpt_path={copy}", f"input={video}"], tmp_path / "s0", tmp_path))
+    rows = read_csv(tmp_path / "s0" / "scores.csv")
+    raw = {k: np.array([float(r[k]) for r in rows]) for k in SIGNALS}
+    np.testing.assert_allclose([float(r["score"]) for r in rows], model.calibration.score(raw), rtol=1e-12)
+
+    with pytest.raises(ConfigError, match=re.escape("smoothing=1: ")) as error:
+        score_job(trained, "s1", f"input={video}", "smoothing=1")
+    assert "python -m vad.calibrate" in str(error.value)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=re.escape("smoothing=-1 must be a finite number of frames >= 0")):
+        score_job(trained, "s_bad", f"input={video}", "smoothing=-1")
+    with pytest.raises(ConfigError, match=re.escape("smoothing='abc' must be a finite number of frames >= 0")):
+        calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true", "smoothing=abc"], tmp_path / "cb",
+                            tmp_path))  # fmt: skip
+    out = score_job(trained, "raw1", f"input={video}", "raw=true", "smoothing=1", "threshold.value=0")
+    rows = read_csv(out / "scores.csv")
+    fused = sum(w * np.array([float(r[k]) for r in rows]) for k, w in model.score_weights.items())
+    np.testing.assert_allclose([float(r["score"]) for r in rows], causal_smooth(fused, 1.0), rtol=1e-12)
 
 
 def test_events_are_maximal_alert_runs_with_their_peaks() -> None:

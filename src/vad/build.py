@@ -178,9 +178,10 @@ REPORTED_FPR = 0.01
 
 
 def calibrated_metrics(model: VADModule, result: Any) -> dict[str, Any]:
-    """The test scored as a stream would be (``vad.calibration``: no per-video min-max), beside the protocol's
-    numbers: the micro AUC of the calibrated scores, and the precision / recall / false-alarm rate of the alerts at
-    the threshold of a 1% false-alarm rate on the calibration frames."""
+    """The test scored as a stream would be (``vad.calibration``: no per-video min-max; each video's scores smoothed
+    causally as the calibration says, as ``vad.score`` smooths an input's), beside the protocol's numbers: the micro
+    AUC of the calibrated scores, and the precision / recall / false-alarm rate of the alerts at the threshold of a
+    1% false-alarm rate on the calibration frames."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
@@ -189,10 +190,15 @@ def calibrated_metrics(model: VADModule, result: Any) -> dict[str, Any]:
     calibration = model.calibration
     assert calibration is not None
     labelled = [v for v in result.videos if v.labels is not None]
-    out: dict[str, Any] = {"source": calibration.source, "frames": calibration.frames, "fpr": REPORTED_FPR}
+    out: dict[str, Any] = {
+        "source": calibration.source,
+        "frames": calibration.frames,
+        "smoothing": calibration.smoothing,
+        "fpr": REPORTED_FPR,
+    }
     if not labelled:
         return out
-    scores = np.concatenate([calibration.score(v.signals, result.weights) for v in labelled])
+    scores = np.concatenate([calibration.stream_scores(v.signals, result.weights) for v in labelled])
     labels = np.concatenate([v.labels for v in labelled]).astype(int)
     threshold = calibration.threshold(REPORTED_FPR)
     out["threshold"] = threshold

@@ -1,11 +1,13 @@
 """Calibrate a trained detector for streams and alerts, on demand (``vad.train`` does it after training).
 
-    python -m vad.calibrate ckpt_path=<run>/checkpoints/last.ckpt [overwrite=true]
+    python -m vad.calibrate ckpt_path=<run>/checkpoints/last.ckpt [overwrite=true] [smoothing=2]
 
 Each signal's distribution on held-out normal frames (the run's validation videos, original frames; or the last
 training frames when the run held none out) and the calibrated scores of those frames are written into the
 checkpoint (``vad_calibration``, :mod:`vad.calibration`); ``vad.score`` normalises by them and sets alert thresholds
-for a false-alarm rate. A checkpoint that already holds a calibration is changed only with ``overwrite=true``.
+for a false-alarm rate. ``smoothing``: the causal smoothing (sigma, frames) of the stream scores, which the
+thresholds are computed for (null: the run's ``model.smoothing``; 0: frame by frame). A checkpoint that already
+holds a calibration is changed only with ``overwrite=true``.
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ if TYPE_CHECKING:
 # torch and the modules importing it load inside the functions: --help and a mistyped key are answered first.
 
 
-def calibrate_model(model: VADModule, datamodule: Any) -> dict[str, Any]:
+def calibrate_model(model: VADModule, datamodule: Any, smoothing: float | None = None) -> dict[str, Any]:
     """Fit the model's calibration on the datamodule's calibration frames (training means first, when the method
-    needs them and they are missing); returns a summary."""
+    needs them and they are missing), for stream scores smoothed causally with ``smoothing`` frames (None: the
+    run's ``model.smoothing``); returns a summary."""
     if not model.training_means_ready:
         model.compute_training_means(datamodule.training_frames_dataloader())
     loader, source = datamodule.calibration_dataloader()
-    calibration = model.calibrate(loader, source)
+    calibration = model.calibrate(loader, source, smoothing)
     threshold = calibration.threshold(0.01)
-    return {"source": calibration.source, "frames": calibration.frames, "threshold_fpr_0.01": threshold}
+    return {
+        "source": calibration.source,
+        "frames": calibration.frames,
+        "smoothing": calibration.smoothing,
+        "threshold_fpr_0.01": threshold,
+    }
 
 
 def write_calibration(ckpt: Path, model: VADModule) -> None:
@@ -54,12 +62,16 @@ def write_calibration(ckpt: Path, model: VADModule) -> None:
 def calibrate(cfg: DictConfig) -> dict[str, Any]:
     from vad import precision
     from vad.build import build_datamodule, model_from_checkpoint
+    from vad.scoring import check_smoothing
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give the checkpoint to calibrate (ckpt_path=<run>/checkpoints/last.ckpt)")
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file")
+    smoothing = cfg.get("smoothing")
+    if smoothing is not None:
+        smoothing = check_smoothing(smoothing, "smoothing")  # before the checkpoint and the data are loaded
     model, run_cfg = model_from_checkpoint(ckpt, cfg)
     if model.calibration is not None and not cfg.get("overwrite", False):
         raise ConfigError(
@@ -70,10 +82,11 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     # in the precision the detector was trained, tested and is scored in (as vad.train calibrates it)
     with precision.autocast(precision.of_run(run_cfg), model.device.type):
-        summary = calibrate_model(model, datamodule)
+        summary = calibrate_model(model, datamodule, smoothing)
     write_calibration(ckpt, model)
     print(
-        f"calibrated on {summary['frames']} frames ({summary['source']}); threshold at a 1% false-alarm rate: "
+        f"calibrated on {summary['frames']} frames ({summary['source']}); scores smoothed causally over "
+        f"sigma={summary['smoothing']:g} frames; threshold at a 1% false-alarm rate: "
         f"{summary['threshold_fpr_0.01']:.3f} -> {ckpt}"
     )
     return summary

@@ -11,8 +11,16 @@ so a normal frame scores about 0 and the score counts robust standard deviations
 threshold is the (1 - fpr) quantile of the calibration frames' scores: on footage like the calibration frames,
 a fraction ``fpr`` of the frames raise an alert (``threshold.fpr=0.01``), or a threshold is given explicitly.
 
-    calibration = Calibration.fit({"psnr": psnr_values}, {"psnr": -1.0}, source="held-out videos 03, 12")
-    scores = calibration.score({"psnr": new_psnr})           # (N,) calibrated scores
+A stream's score can be smoothed over time as the protocol smooths a video's (``model.smoothing``), but only with
+the frames seen so far: ``smoothing`` is the standard deviation, in frames, of a one-sided (causal) Gaussian over the
+current and the past ``ceil(3 sigma)`` frames (:func:`causal_smooth`, :class:`CausalSmoother`). The calibration
+frames' scores are smoothed the same way, video by video, before their quantiles are taken, so the threshold keeps
+its false-alarm rate on smoothed scores. A run's calibration takes its ``model.smoothing``; ``vad.calibrate
+smoothing=<sigma>`` sets another.
+
+    calibration = Calibration.fit({"psnr": psnr_values}, {"psnr": -1.0}, source="held-out videos 03, 12",
+                                  smoothing=2.0, videos=video_of_each_frame)
+    scores = calibration.stream_scores({"psnr": new_psnr})   # (N,) calibrated scores of one input, smoothed
     alerts = scores > calibration.threshold(fpr=0.01)
 
 Stored in checkpoints as a plain dict (:meth:`Calibration.to_dict`) under ``vad_calibration``.
@@ -21,13 +29,15 @@ Stored in checkpoints as a plain dict (:meth:`Calibration.to_dict`) under ``vad_
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vad.errors import ConfigError
+from vad.scoring import check_smoothing
 
 #: checkpoint key of the calibration
 CHECKPOINT_KEY = "vad_calibration"
@@ -60,12 +70,64 @@ class SignalStats:
         return cls(median=median, scale=scale, mean=float(values.mean()), std=std)
 
 
+def causal_kernel(sigma: float) -> np.ndarray:
+    """The weights of the current frame and the ``ceil(3 sigma)`` frames before it (index k: k frames back):
+    a one-sided Gaussian of standard deviation ``sigma`` frames, normalised; ``[1.0]`` for ``sigma=0``."""
+    sigma = check_smoothing(sigma, "smoothing")
+    if sigma == 0:
+        return np.ones(1)
+    back = np.arange(math.ceil(3 * sigma) + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (back / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def causal_smooth(x: np.ndarray | Sequence[float], sigma: float) -> np.ndarray:
+    """One input's scores smoothed with :func:`causal_kernel`: each value from itself and the values before it
+    only, the first value repeated before the start (a constant stays constant); what :class:`CausalSmoother` gives
+    value by value. A non-finite value is passed through and skipped by its neighbours, as a frame that could not be
+    scored. ``sigma=0`` returns the values unchanged (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    kernel = causal_kernel(sigma)
+    finite = np.isfinite(x)
+    out = x.copy()
+    if kernel.size == 1 or not finite.any():
+        return out
+    values = x[finite]
+    padded = np.concatenate([np.full(kernel.size - 1, values[0]), values])
+    # out[i] = sum_k kernel[k] * padded[i + K - k] (np.convolve flips its second argument)
+    out[finite] = np.convolve(padded, kernel, mode="valid")
+    return out
+
+
+class CausalSmoother:
+    """:func:`causal_smooth` one value at a time, for a stream: ``push(score)`` returns the smoothed score of the
+    frame just scored; a new input starts with a new smoother (or ``reset()``)."""
+
+    def __init__(self, sigma: float) -> None:
+        self.kernel = causal_kernel(sigma)
+        self.recent: deque[float] = deque(maxlen=self.kernel.size)
+
+    def reset(self) -> None:
+        self.recent.clear()
+
+    def push(self, value: float) -> float:
+        value = float(value)
+        if self.kernel.size == 1 or not math.isfinite(value):
+            return value
+        if not self.recent:
+            self.recent.extend([value] * (self.kernel.size - 1))  # the first value repeated before the start
+        self.recent.append(value)
+        # recent[-1 - k] is k frames back
+        return float(np.dot(self.kernel, np.asarray(self.recent)[::-1]))
+
+
 @dataclass
 class Calibration:
     """Per-signal statistics and the sorted calibrated scores of the calibration frames (see the module docstring).
 
     ``weights``: the fusion weights the scores were computed with; ``source``: which frames (for the report);
-    ``frames``: how many.
+    ``frames``: how many; ``smoothing``: the causal smoothing (sigma, frames) of the stream scores, with which the
+    kept calibration scores were smoothed too (0: none).
     """
 
     stats: dict[str, SignalStats]
@@ -73,17 +135,38 @@ class Calibration:
     scores: np.ndarray
     source: str
     frames: int
+    smoothing: float = 0.0
 
     @classmethod
-    def fit(cls, signals: Mapping[str, np.ndarray], weights: Mapping[str, float], *, source: str) -> Calibration:
-        """Calibrate on the normal frames' raw signals (name -> (N,) values) for the fusion ``weights``."""
+    def fit(
+        cls,
+        signals: Mapping[str, np.ndarray],
+        weights: Mapping[str, float],
+        *,
+        source: str,
+        smoothing: float = 0.0,
+        videos: np.ndarray | Sequence[int] | None = None,
+    ) -> Calibration:
+        """Calibrate on the normal frames' raw signals (name -> (N,) values, in time order within each video) for
+        the fusion ``weights``; with ``smoothing``, their scores are smoothed causally video by video (``videos``:
+        the (N,) video of each frame, default all one video) before the threshold quantiles are kept."""
         weights = {k: float(v) for k, v in weights.items() if v}
         missing = sorted(set(weights) - set(signals))
         if missing:
             raise ValueError(f"calibration signals lack {missing} (weighted by the score)")
+        smoothing = check_smoothing(smoothing, "smoothing")
         stats = {name: SignalStats.of(np.asarray(values)) for name, values in signals.items()}
-        calibration = cls(stats=stats, weights=weights, scores=np.zeros(0), source=source, frames=0)
+        calibration = cls(stats=stats, weights=weights, scores=np.zeros(0), source=source, frames=0,
+                          smoothing=smoothing)  # fmt: skip
         scores = calibration.score(signals)
+        if smoothing:
+            ids = np.zeros(len(scores), dtype=np.int64) if videos is None else np.asarray(videos)
+            if ids.shape != scores.shape:
+                raise ValueError(f"videos has shape {ids.shape}, the signals {scores.shape}")
+            scores = scores.copy()
+            for video in np.unique(ids):
+                mine = ids == video
+                scores[mine] = causal_smooth(scores[mine], smoothing)  # never across two videos
         scores = np.sort(scores[np.isfinite(scores)])
         if scores.size == 0:
             raise ValueError("no calibration frame has finite signals")
@@ -94,7 +177,8 @@ class Calibration:
         return calibration
 
     def score(self, signals: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
-        """Calibrated scores (N,) of raw signals; ``weights`` default to the calibration's own."""
+        """Calibrated scores (N,) of raw signals, frame by frame (not smoothed); ``weights`` default to the
+        calibration's own."""
         weights = self.weights if weights is None else {k: float(v) for k, v in weights.items() if v}
         unknown = sorted(set(weights) - set(self.stats))
         if unknown:
@@ -108,6 +192,13 @@ class Calibration:
             out = part if out is None else out + part
         assert out is not None
         return out / total
+
+    def stream_scores(
+        self, signals: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
+    ) -> np.ndarray:
+        """The scores ``vad.score`` gives one input's consecutive frames: :meth:`score`, then the causal smoothing
+        of the calibration, which its thresholds hold for."""
+        return causal_smooth(self.score(signals, weights), self.smoothing)
 
     def threshold(self, fpr: float) -> float:
         """The alert threshold of false-alarm rate ``fpr`` on the calibration frames: their (1 - fpr) quantile."""
@@ -126,6 +217,7 @@ class Calibration:
             "scores": self.scores.tolist(),
             "source": self.source,
             "frames": self.frames,
+            "smoothing": self.smoothing,
         }
 
     @classmethod
@@ -136,6 +228,7 @@ class Calibration:
             scores=np.asarray(data["scores"], dtype=np.float64),
             source=str(data["source"]),
             frames=int(data["frames"]),
+            smoothing=float(data.get("smoothing", 0.0)),  # calibrations written before it existed: none
         )
 
 

@@ -7,7 +7,8 @@
 
 Outputs in the run folder (``hydra.run.dir``; one sub-folder per input when there are several): ``scores.csv``
 (``frame, time, <every raw signal>, score, alert``: ``frame`` the index in the input, ``score`` the calibrated
-score), ``events.json`` (anomalous intervals: start / end frame and time, peak score), ``score.png`` and, with
+score, smoothed over past frames as the calibration says), ``events.json`` (anomalous intervals: start / end frame
+and time, peak score), ``score.png`` and, with
 ``overlay=true``, ``overlay.avi`` (frame + error heat map + scrolling score bar, one frame per input frame).
 See :mod:`vad.stream` (reading, batching) and :mod:`vad.calibration` (scores and thresholds). ``ckpt_path`` is a
 training checkpoint (``.ckpt``) or a file of ``vad.export`` (``.pt`` TorchScript, ``.onnx``: :mod:`vad.exported`),
@@ -63,6 +64,7 @@ def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDete
 
 def score(cfg: DictConfig) -> dict[str, Any]:
     from vad.exported import ExportedDetector
+    from vad.scoring import check_smoothing
     from vad.stream import StreamScorer, open_inputs
 
     if not cfg.get("ckpt_path"):
@@ -77,6 +79,9 @@ def score(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             f"precision={precision} is not one of {list(precisions.PRECISIONS)} (float32 or bfloat16 autocast)"
         )
+    smoothing = cfg.get("smoothing")
+    if smoothing is not None:
+        smoothing = check_smoothing(smoothing, "smoothing")
     run_dir = run_directory()
     model, clips = load_detector(ckpt, cfg)
     trained_in = clips.pop("precision")
@@ -98,12 +103,19 @@ def score(cfg: DictConfig) -> dict[str, Any]:
                 f"ckpt_path: {ckpt} holds no calibration; {fix}, or score with raw=true threshold.value=<number>"
             )
         threshold = model.calibration.threshold(float(cfg.threshold.fpr))
+    if smoothing is not None and not raw and model.calibration is not None and smoothing != model.calibration.smoothing:
+        raise ConfigError(
+            f"smoothing={smoothing:g}: {ckpt}'s calibration holds its thresholds for scores smoothed with sigma="
+            f"{model.calibration.smoothing:g}; recalibrate (python -m vad.calibrate ckpt_path={ckpt} "
+            f"smoothing={smoothing:g} overwrite=true), score raw=true, or leave smoothing unset"
+        )
     sources = open_inputs(cfg.input, fps=cfg.get("fps"))
     scorer = StreamScorer(
         model,
         **clips,
         threshold=None if threshold is None else float(threshold),
         calibrated=not raw,
+        smoothing=smoothing,
         event_gap=int(cfg.get("event_gap", 0)),
         precision=precision,
     )
@@ -124,7 +136,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
             f"{source.name}: {summary.frames} frames, {summary.scored} scored, {summary.alerts} alerts in "
             f"{len(summary.events)} events ({summary.fps:.1f} frames/s, {summary.stopped}) -> {out}"
         )
-    record = {"checkpoint": str(ckpt), "threshold": threshold, "inputs": results}
+    record = {"checkpoint": str(ckpt), "threshold": threshold, "smoothing": scorer.smoothing, "inputs": results}
     (run_dir / "score_summary.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 

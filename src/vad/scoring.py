@@ -301,12 +301,10 @@ def smooth(x: np.ndarray | Sequence[float], sigma: float) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-def check_smoothing(sigma: float) -> float:
+def check_smoothing(sigma: float, key: str = "model.smoothing") -> float:
     """Validate a temporal smoothing width (frames, >= 0, finite); raises ConfigError naming the key."""
     if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma < 0:
-        raise ConfigError(
-            f"model.smoothing={sigma!r} must be a finite number of frames >= 0 (0: no temporal smoothing)"
-        )
+        raise ConfigError(f"{key}={sigma!r} must be a finite number of frames >= 0 (0: no temporal smoothing)")
     return float(sigma)
 
 

@@ -12,7 +12,10 @@ test-time state (MNAD's memory) starts from the trained state for every input (`
 that asks for flow targets (AMC) gets them from its estimator, rounded to float16 as the flow cache stores them.
 
 The score of a frame is its calibrated score (``vad.calibration``: each signal against its distribution on held-out
-normal frames, no per-video min/max, which a stream cannot have), and an alert is a score above the threshold.
+normal frames, no per-video min/max, which a stream cannot have), smoothed over the current and past frames by the
+calibration's causal Gaussian (its ``smoothing``: the run's ``model.smoothing`` unless ``vad.calibrate`` set
+another; the thresholds are computed on scores smoothed the same way), and an alert is a score above the
+threshold.
 ``scores.csv`` is written as frames are scored (a stream that stops, an interrupt or a failure keeps every row
 scored so far), ``events.json`` / ``score.png`` when the input ends.
 """
@@ -46,6 +49,7 @@ from vad.data.frames import _to_channels, count_video_frames, resize
 from vad.data.index import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_dirs, list_images, list_videos
 from vad.errors import DataError
 from vad.methods.base import VADModule
+from vad.scoring import check_smoothing
 
 if TYPE_CHECKING:
     from vad.exported import ExportedDetector
@@ -229,6 +233,9 @@ class StreamScorer:
         threshold: alert when the score exceeds it; None: no alerts.
         weights: fusion weights (default the model's ``score_weights``).
         calibrated: score with the model's calibration (True) or the raw weighted fusion sum_s w_s s (False).
+        smoothing: sigma (frames) of the causal Gaussian over the current and past scores of an input
+            (:func:`vad.calibration.causal_smooth`); None: the calibration's (its thresholds hold for it; another
+            value is refused), 0 for raw scores.
         event_gap: quiet frames allowed inside one event.
         precision: ``32-true``, or ``bf16-mixed`` to run the model's forward passes under bfloat16 autocast (as a
             Lightning Trainer with ``precision=bf16-mixed`` does; a training checkpoint only).
@@ -247,12 +254,23 @@ class StreamScorer:
         threshold: float | None = None,
         weights: dict[str, float] | None = None,
         calibrated: bool = True,
+        smoothing: float | None = None,
         event_gap: int = 0,
         queue_size: int = 256,
         precision: str = "32-true",
     ) -> None:
         if calibrated and model.calibration is None:
             raise DataError("the checkpoint holds no calibration; run python -m vad.calibrate ckpt_path=<it> first")
+        calibrated_with = model.calibration.smoothing if calibrated and model.calibration is not None else 0.0
+        if smoothing is None:
+            smoothing = calibrated_with
+        elif calibrated and float(smoothing) != calibrated_with:
+            raise ValueError(
+                f"smoothing={smoothing}: the calibration's thresholds hold for scores smoothed with sigma="
+                f"{calibrated_with:g}; recalibrate (python -m vad.calibrate ckpt_path=<it> smoothing={smoothing} "
+                "overwrite=true) or leave smoothing unset"
+            )
+        self.smoothing = check_smoothing(smoothing, "smoothing")
         if precision not in precisions.PRECISIONS:
             raise ValueError(f"precision must be one of {precisions.PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -343,6 +361,7 @@ class StreamScorer:
         window: deque[_Frame] = deque(maxlen=self.span)
         pending: list[list[_Frame]] = []
         writer = _Overlay(out_dir / "overlay.avi", source.fps, self.size, self.threshold) if overlay else None
+        smoother = calibration_module.CausalSmoother(self.smoothing)  # over this input's scores only
         bar = tqdm(total=source.total, desc=f"scoring {source.name}", unit="frame", disable=not progress or source.live)
         start = time.perf_counter()
         last_report = start
@@ -356,7 +375,7 @@ class StreamScorer:
             if not pending:
                 return
             signals, heat = self.signals_of(pending, source.name, writer is not None)
-            scores = self.fuse(signals)
+            scores = [smoother.push(value) for value in self.fuse(signals)]  # in frame order
             now = time.perf_counter()
             for j, clip in enumerate(pending):
                 target = clip[-1]
@@ -437,6 +456,7 @@ class StreamScorer:
             "scored": summary.scored,
             "threshold": self.threshold,
             "score": "calibrated" if self.calibrated else "raw weighted fusion",
+            "smoothing": self.smoothing,
             "weights": self.weights,
             "stopped": summary.stopped,
             "events": summary.events,

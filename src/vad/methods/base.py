@@ -642,19 +642,50 @@ class VADModule(L.LightningModule):
     def collect_signals(self, loader: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Every clip's :meth:`frame_signals` (stateless: no test-time memory update) over ``loader``, in eval mode:
         name -> (N,) float64."""
+        return self._collect_signals(loader)[0]
+
+    def _collect_signals(
+        self, loader: Iterable[Mapping[str, Any]]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """:meth:`collect_signals`, with each clip's video id and target frame index (from the batches; a batch
+        without them counts as one video, in loader order)."""
         was_training = self.training
         self.eval()
         columns: dict[str, list[np.ndarray]] = {name: [] for name in self.signals}
+        videos: list[np.ndarray] = []
+        indices: list[np.ndarray] = []
+        seen = 0
         for batch in loader:
             moved = self.prepare_batch(batch)
             for name, value in self.frame_signals(moved).items():
                 columns[name].append(value.detach().double().cpu().numpy())
+            n = len(moved["frames"])
+            video = batch.get("video_id")
+            index = batch.get("index")
+            videos.append(np.zeros(n, np.int64) if video is None else torch.as_tensor(video).cpu().numpy())
+            indices.append(np.arange(seen, seen + n) if index is None else torch.as_tensor(index).cpu().numpy())
+            seen += n
         self.train(was_training)
-        return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in columns.items()}
+        signals = {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in columns.items()}
+        video_ids = np.concatenate(videos).astype(np.int64) if videos else np.zeros(0, np.int64)
+        frame_indices = np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64)
+        return signals, video_ids, frame_indices
 
-    def calibrate(self, loader: Iterable[Mapping[str, Any]], source: str) -> Calibration:
-        """Fit :attr:`calibration` on the normal clips of ``loader`` (``source`` says which, for the report)."""
-        self.calibration = Calibration.fit(self.collect_signals(loader), self.score_weights, source=source)
+    def calibrate(
+        self, loader: Iterable[Mapping[str, Any]], source: str, smoothing: float | None = None
+    ) -> Calibration:
+        """Fit :attr:`calibration` on the normal clips of ``loader`` (``source`` says which, for the report); the
+        stream scores are smoothed causally with ``smoothing`` frames (None: the run's ``model.smoothing``), and so
+        are the calibration frames' scores, video by video in frame order, before the thresholds are taken."""
+        signals, videos, indices = self._collect_signals(loader)
+        order = np.lexsort((indices, videos))  # video by video, in time order
+        self.calibration = Calibration.fit(
+            {name: values[order] for name, values in signals.items()},
+            self.score_weights,
+            source=source,
+            smoothing=self.smoothing if smoothing is None else smoothing,
+            videos=videos[order],
+        )
         return self.calibration
 
     # ------------------------------------------------------------------ validation: held-out normal videos
