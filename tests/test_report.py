@@ -206,6 +206,17 @@ def test_summary_contains_the_numbers():
         "checkpoint                 run/last.ckpt (last)"
     )
     assert "3 dropped" in format_summary(tiny_result(), "tiny")
+    # the test scored as a stream (metrics.json's calibrated block), named as such, after the protocol's rows
+    block = {"smoothing": 2.0, "fpr": 0.01, "auc_micro": 0.95, "alert_precision": 0.99, "alert_recall": 0.761,
+             "alert_false_alarm_rate": 0.0234}  # fmt: skip
+    lines = format_summary(result, "demo", calibrated=block).splitlines()
+    assert lines[10:] == [
+        "stream micro AUC (calibrated, causal sigma 2)  0.9500",
+        "stream alerts (at 1% on calibration)           precision 0.9900, recall 0.7610, false alarms 2.3% of normal "
+        "frames",
+    ]
+    assert "frame by frame" in format_summary(result, "demo", calibrated=block | {"smoothing": 0.0})
+    assert "stream" not in format_summary(result, "demo", calibrated={"smoothing": 0.0, "fpr": 0.01})  # no labels
 
 
 def test_comparison_table_is_aligned_markdown():

@@ -142,8 +142,9 @@ def test_and_report(
             meta["pixel"] = pixel.block
             if pixel.block is None:
                 meta["pixel_reason"] = pixel.reason
+        model.test_calibrated = None
         if model.calibration is not None:
-            meta["calibrated"] = calibrated_metrics(model, result)
+            meta["calibrated"] = model.test_calibrated = calibrated_metrics(model, result)
         meta.update(tracking.describe(trainer.loggers))
         full_labels = {v.name: v.labels for v in datamodule.test_videos if v.labels is not None}
         paths = report.write_report(run_dir, result, meta, full_labels, samples=model.test_samples)

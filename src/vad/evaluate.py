@@ -184,7 +184,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         name = eff.model._target_.rsplit(".", 1)[-1]
         checkpoint = f"{files[0]} ({SELECTIONS[select]})" if files else "none (untrained model)"
         title = f"{name} on {eff.dataset.name} [{select}]"
-        summary = report.format_summary(result, title=title, checkpoint=checkpoint, note=footage, pixel=pixel.summary)
+        summary = report.format_summary(
+            result, title, checkpoint=checkpoint, note=footage, pixel=pixel.summary, calibrated=model.test_calibrated
+        )
         show(summary)
     return result.to_dict()
 

@@ -31,6 +31,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -379,12 +380,31 @@ def _pixel_rows(pixel: Mapping[str, object] | str) -> list[tuple[str, str]]:
     ]
 
 
+def _calibrated_rows(block: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The summary rows of the test scored as a stream (metrics.json's ``calibrated`` block, see
+    ``vad.build.calibrated_metrics``); none without an AUC (no labels)."""
+    if block.get("auc_micro") is None:
+        return []
+    sigma = float(block.get("smoothing") or 0.0)
+    how = f"causal sigma {sigma:g}" if sigma else "frame by frame"
+    rate = block.get("alert_false_alarm_rate")
+    alarms = f", false alarms {100 * rate:.1f}% of normal frames" if rate is not None and np.isfinite(rate) else ""
+    return [
+        (f"stream micro AUC (calibrated, {how})", _fmt(block["auc_micro"])),
+        (
+            f"stream alerts (at {100 * float(block['fpr']):g}% on calibration)",
+            f"precision {_fmt(block.get('alert_precision'))}, recall {_fmt(block.get('alert_recall'))}{alarms}",
+        ),
+    ]
+
+
 def format_summary(
     result: ProtocolResult,
     title: str,
     checkpoint: str | None = None,
     note: str | None = None,
     pixel: Mapping[str, object] | str | None = None,
+    calibrated: Mapping[str, object] | None = None,
 ) -> str:
     """A compact aligned table of a run's numbers and their protocol, printed at the end of a run.
 
@@ -392,6 +412,8 @@ def format_summary(
     the test videos were, when that is not the dataset's test split) a row ``videos``. A result without labels has
     no metrics: its table says so (:data:`NO_LABELS`) instead of listing them as n/a. ``pixel``: the pixel-level
     metrics (metrics.json's ``pixel`` block) or why they were not computed, as rows after the frame-level ones.
+    ``calibrated``: metrics.json's ``calibrated`` block (the test scored as ``vad.score`` scores a stream: calibrated,
+    no per-video min-max), as two rows after the protocol's.
     """
     total = len(result.videos)
     if not result.labelled:
@@ -414,6 +436,8 @@ def format_summary(
             ("score", _fusion(result)),
             ("labels", result.label_source or "unrecorded"),
         ]
+        if calibrated is not None:
+            lines += _calibrated_rows(calibrated)
     if pixel is not None:
         lines += _pixel_rows(pixel)
     if note is not None:

@@ -258,7 +258,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         shown = f"{ckpt or 'in-memory weights'} ({selection})"
         if "val_auc_micro" in val and val["val_auc_micro"] is not None:
             shown += f"; validation micro AUC {val['val_auc_micro']:.4f}"
-        show(report.format_summary(result, title=title, checkpoint=shown, pixel=pixel.summary))
+        show(
+            report.format_summary(
+                result, title, checkpoint=shown, pixel=pixel.summary, calibrated=model.test_calibrated
+            )
+        )
     return result.to_dict() | val
 
 

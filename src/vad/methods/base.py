@@ -266,6 +266,8 @@ class VADModule(L.LightningModule):
         self._test_records: list[dict[str, np.ndarray]] = []
         self._test_video: int | None = None
         self.test_result: scoring.ProtocolResult | None = None
+        #: the last test scored as a stream (``vad.build.calibrated_metrics``; set by ``vad.build.test_and_report``)
+        self.test_calibrated: dict[str, Any] | None = None
         #: set by ``vad.build.test_and_report`` for the test it runs: collects the error maps of the test frames
         self.pixel_evaluation: PixelEvaluation | None = None
         #: the signals' distribution on held-out normal frames (``vad.calibration``), saved in checkpoints
