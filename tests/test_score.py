@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic, vad_evaluate
+from vad import stream as stream_module
 from vad.build import model_from_checkpoint
 from vad.calibrate import calibrate
 from vad.calibration import Calibration, CausalSmoother, causal_kernel, causal_smooth, events
@@ -170,6 +171,42 @@ def test_a_live_source_is_scored_as_it_comes_and_a_stream_that_stops_keeps_its_r
     whole.run(iterable_source("file", iter(frames), fps=30.0, live=False), tmp_path / "file")
     again = read_csv(tmp_path / "file" / "scores.csv")[: len(rows)]
     np.testing.assert_allclose([float(r["psnr"]) for r in rows], [float(r["psnr"]) for r in again], rtol=1e-5)
+
+
+def test_footage_unlike_the_calibration_footage_gets_one_warning_line(
+    trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's first try is often a detector of one scene on footage of another: nearly every frame alerts.
+    vad.score then says why in one line (stderr, score_summary.json, events.json) — once, and as soon as it shows
+    on a live input; normal footage of the scene gets no such line."""
+    monkeypatch.setattr(stream_module, "UNLIKE_MIN_FRAMES", 20)  # the tiny videos have 32 scored frames
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    for i in range(36):
+        cv2.imwrite(str(noise / f"{i:03d}.png"), rng.integers(0, 256, (32, 32), dtype=np.uint8))
+    out = score_job(trained, "noise", f"input={noise}")
+    warning = json.loads((out / "score_summary.json").read_text())["inputs"]["noise"]["warning"]
+    assert warning.startswith("noise: 100% of 32 frames alert (median score ")
+    assert "python -m vad.train dataset=folder" in warning
+    assert json.loads((out / "events.json").read_text())["warning"] == warning
+    assert capsys.readouterr().err.count(f"warning: {warning}") == 1
+
+    normal = trained["root"] / "training" / "frames" / "01"
+    out = score_job(trained, "normal", f"input={normal}")
+    summary = json.loads((out / "score_summary.json").read_text())["inputs"]["01"]
+    assert summary["scored"] == 32
+    assert summary["warning"] is None
+    assert "warning" not in capsys.readouterr().err
+
+    monkeypatch.setattr(stream_module, "REPORT_EVERY", 0.0)  # a live input checks at every console report
+    model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], tmp_path / "m", tmp_path))
+    frames = [cv2.imread(str(p)) for p in sorted(noise.glob("*.png"))]
+    scorer = StreamScorer(model, clip_len=5, size=(32, 32), channels=1, threshold=model.calibration.threshold(0.01))
+    summary = scorer.run(iterable_source("cam", iter(frames), live=True), tmp_path / "live")
+    assert summary.warning is not None
+    assert summary.warning.startswith("cam: ")
+    assert capsys.readouterr().err.count("warning: cam: ") == 1
 
 
 def test_bad_inputs_get_one_clear_line(trained: dict, tmp_path: Path) -> None:

@@ -130,6 +130,7 @@ def score(cfg: DictConfig) -> dict[str, Any]:
             "events": len(summary.events),
             "frames_per_second": round(summary.fps, 2),
             "stopped": summary.stopped,
+            "warning": summary.warning,
             "files": summary.files,
         }
         print(

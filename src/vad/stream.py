@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 DEFAULT_FPS = 25.0
 #: seconds between two console reports of a live input
 REPORT_EVERY = 2.0
+#: an input of at least this many scored frames, more than this fraction of them alerting, is reported as unlike the
+#: calibration footage (a detector trained on another scene or camera alerts on almost every frame)
+UNLIKE_MIN_FRAMES = 50
+UNLIKE_ALERT_FRACTION = 0.9
 
 
 @dataclass
@@ -216,6 +220,8 @@ class ScoreSummary:
     files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     stopped: str = "end of input"
+    #: set when most frames alert: the footage is unlike the calibration footage (see :meth:`StreamScorer.unlike`)
+    warning: str | None = None
 
     @property
     def fps(self) -> float:
@@ -289,6 +295,25 @@ class StreamScorer:
         self.queue_size = queue_size
         self.flow_estimator = model.clip_requests().get("flows")
         self._flow_memo: dict[int, torch.Tensor] = {}
+
+    def unlike(self, name: str, scores: np.ndarray) -> str | None:
+        """One line when more than :data:`UNLIKE_ALERT_FRACTION` of at least :data:`UNLIKE_MIN_FRAMES` calibrated
+        scores alert: the input is mostly anomalous, or (the common case of a new user's own video) unlike the normal
+        footage the detector was calibrated on, as footage of another scene or camera is to it; None otherwise."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if not self.calibrated or self.threshold is None or scores.size < UNLIKE_MIN_FRAMES:
+            return None
+        fraction = float(np.mean(scores > self.threshold))
+        if fraction <= UNLIKE_ALERT_FRACTION:
+            return None
+        assert self.model.calibration is not None
+        return (
+            f"{name}: {100 * fraction:.0f}% of {scores.size} frames alert (median score {np.median(scores):.1f}, "
+            f"threshold {self.threshold:.2f}): either most of it is anomalous, or it does not look like the normal "
+            f"footage the detector was calibrated on ({self.model.calibration.source}): a detector learns one scene "
+            "and camera; for another, train one on its normal footage (python -m vad.train dataset=folder "
+            "dataset.root=<its videos>)"
+        )
 
     # ------------------------------------------------------------------ scores from raw signals
     def fuse(self, signals: dict[str, np.ndarray]) -> np.ndarray:
@@ -413,6 +438,10 @@ class StreamScorer:
                     flush()
                 now = time.perf_counter()
                 if source.live and now - last_report >= REPORT_EVERY:
+                    if summary.warning is None:  # said once, as soon as it shows
+                        summary.warning = self.unlike(source.name, np.asarray(rows["score"]))
+                        if summary.warning is not None:
+                            print(f"warning: {summary.warning}", file=sys.stderr, flush=True)
                     recent = latencies[-50:] or [math.nan]
                     print(
                         f"{source.name}: {summary.frames / (now - start):.1f} frames/s, latency "
@@ -450,6 +479,10 @@ class StreamScorer:
         alerts = np.asarray(rows["alert"], dtype=bool)
         summary.events = calibration_module.events(times, frames, scores, alerts, gap=self.event_gap)
         summary.files["scores"] = str(out_dir / "scores.csv")
+        if summary.warning is None:  # a live input says it as soon as it shows
+            summary.warning = self.unlike(source.name, scores)
+            if summary.warning is not None:
+                print(f"warning: {summary.warning}", file=sys.stderr, flush=True)
         record = {
             "input": source.origin,
             "frames": summary.frames,
@@ -459,6 +492,7 @@ class StreamScorer:
             "smoothing": self.smoothing,
             "weights": self.weights,
             "stopped": summary.stopped,
+            "warning": summary.warning,
             "events": summary.events,
         }
         (out_dir / "events.json").write_text(json.dumps(record, indent=2) + "\n")
