@@ -365,6 +365,42 @@ def test_calibration_scores_thresholds_and_round_trip() -> None:
         calibration.threshold(0.0)
 
 
+def test_calibrating_on_normal_footage_scores_it_as_vad_score_does(trained: dict, tmp_path: Path) -> None:
+    """vad.calibrate input=<normal footage>: the calibration frames are that footage, scored as vad.score scores it
+    (raw signals to the last bit), smoothed per input; the footage then raises no alert at a 1% rate; no training
+    data is read."""
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes(trained["ckpt"].read_bytes())
+    normal = trained["root"] / "training" / "frames"  # two normal videos: two inputs
+    calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true", f"input={normal}"], tmp_path / "c",
+                        tmp_path))  # fmt: skip
+    got = Calibration.from_dict(torch.load(copy, weights_only=False)["vad_calibration"])
+    assert got.source == f"normal footage {normal} (01, 02)"
+    assert got.frames == 64
+    assert got.smoothing == 2.0  # the run's model.smoothing
+    # the same frames through vad.score (raw), fitted directly
+    model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], tmp_path / "m", tmp_path))
+    signals: dict[str, list[float]] = {name: [] for name in model.signals}
+    videos: list[int] = []
+    for number, name in enumerate(("01", "02")):
+        out = score_job(trained, f"raw_{name}", f"input={normal / name}", "raw=true", "threshold.value=0")
+        assert (tmp_path / "c" / "footage" / name / "scores.csv").is_file()  # kept in the calibration's run folder
+        for row in read_csv(out / "scores.csv"):
+            for signal in model.signals:
+                signals[signal].append(float(row[signal]))
+            videos.append(number)
+    arrays = {k: np.asarray(v) for k, v in signals.items()}
+    want = Calibration.fit(arrays, model.score_weights, source="", smoothing=2.0, videos=np.asarray(videos))
+    assert got.stats == want.stats
+    np.testing.assert_array_equal(got.scores, want.scores)
+    score(hydra_job("score", [f"ckpt_path={copy}", f"input={normal}"], tmp_path / "s", tmp_path))
+    inputs = json.loads((tmp_path / "s" / "score_summary.json").read_text())["inputs"]
+    assert [inputs[name]["alerts"] for name in ("01", "02")] == [0, 0]  # its own frames: none above their 99%
+    with pytest.raises(DataError, match="no such file or folder"):
+        calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true", f"input={tmp_path / 'none'}"],
+                            tmp_path / "c2", tmp_path))  # fmt: skip
+
+
 def test_causal_smoothing_uses_only_the_past_and_a_stream_gets_what_a_file_gets() -> None:
     kernel = causal_kernel(2.0)
     assert kernel.size == 7  # the current frame and ceil(3 sigma) back

@@ -50,14 +50,21 @@ def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDete
         return detector, {**detector.preprocessing(), "batch_size": batch_size, "precision": "32-true"}
     model, run_cfg = model_from_checkpoint(ckpt, cfg)
     model.to(device)
+    return model, stream_arguments(run_cfg, cfg.batch_size)
+
+
+def stream_arguments(run_cfg: DictConfig, batch_size: int | None = None) -> dict[str, Any]:
+    """The StreamScorer arguments of a training run's config: its clips (``clip_len``, ``frame_stride``), its frames'
+    working format (``size``, ``channels``, ``interpolation``), ``batch_size`` (default its ``eval_batch_size``: the
+    batches of vad.evaluate) and the ``precision`` it was trained and tested in."""
     data = run_cfg.dataset
-    return model, {
+    return {
         "clip_len": int(run_cfg.model.clip_len),
         "frame_stride": int(data.get("frame_stride", 1)),
         "size": (int(data.image_size[0]), int(data.image_size[1])),
         "channels": int(data.channels),
         "interpolation": str(data.get("interpolation", "linear")),
-        "batch_size": int(cfg.batch_size or data.get("eval_batch_size") or data.batch_size),
+        "batch_size": int(batch_size or data.get("eval_batch_size") or data.batch_size),
         "precision": precisions.of_run(run_cfg),
     }
 
