@@ -399,6 +399,12 @@ def test_calibrating_on_normal_footage_scores_it_as_vad_score_does(trained: dict
     with pytest.raises(DataError, match="no such file or folder"):
         calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true", f"input={tmp_path / 'none'}"],
                             tmp_path / "c2", tmp_path))  # fmt: skip
+    exported = tmp_path / "model.pt"
+    exported.write_bytes(b"an exported model")
+    with pytest.raises(
+        ConfigError, match=re.escape(f"ckpt_path: {exported} is an exported model; calibrate its .ckpt")
+    ):
+        calibrate(hydra_job("calibrate", [f"ckpt_path={exported}", f"input={normal}"], tmp_path / "c3", tmp_path))
 
 
 def test_causal_smoothing_uses_only_the_past_and_a_stream_gets_what_a_file_gets() -> None:
