@@ -26,6 +26,7 @@ from vad.cli import run_hydra
 from vad.errors import ConfigError
 
 if TYPE_CHECKING:
+    from vad.calibration import Calibration
     from vad.methods.base import VADModule
 
 # torch and the modules importing it load inside the functions: --help and a mistyped key are answered first.
@@ -38,13 +39,15 @@ def calibrate_model(model: VADModule, datamodule: Any, smoothing: float | None =
     if not model.training_means_ready:
         model.compute_training_means(datamodule.training_frames_dataloader())
     loader, source = datamodule.calibration_dataloader()
-    calibration = model.calibrate(loader, source, smoothing)
-    threshold = calibration.threshold(0.01)
+    return _summary(model.calibrate(loader, source, smoothing))
+
+
+def _summary(calibration: Calibration) -> dict[str, Any]:
     return {
         "source": calibration.source,
         "frames": calibration.frames,
         "smoothing": calibration.smoothing,
-        "threshold_fpr_0.01": threshold,
+        "threshold_fpr_0.01": calibration.threshold(0.01),
     }
 
 
@@ -84,13 +87,7 @@ def calibrate_on_footage(
         smoothing=model.smoothing if smoothing is None else smoothing,
         videos=np.asarray(videos),
     )
-    calibration = model.calibration
-    return {
-        "source": calibration.source,
-        "frames": calibration.frames,
-        "smoothing": calibration.smoothing,
-        "threshold_fpr_0.01": calibration.threshold(0.01),
-    }
+    return _summary(model.calibration)
 
 
 def write_calibration(ckpt: Path, model: VADModule) -> None:

@@ -101,14 +101,11 @@ def causal_smooth(x: np.ndarray | Sequence[float], sigma: float) -> np.ndarray:
 
 class CausalSmoother:
     """:func:`causal_smooth` one value at a time, for a stream: ``push(score)`` returns the smoothed score of the
-    frame just scored; a new input starts with a new smoother (or ``reset()``)."""
+    frame just scored; a new input starts with a new smoother."""
 
     def __init__(self, sigma: float) -> None:
         self.kernel = causal_kernel(sigma)
         self.recent: deque[float] = deque(maxlen=self.kernel.size)
-
-    def reset(self) -> None:
-        self.recent.clear()
 
     def push(self, value: float) -> float:
         value = float(value)

@@ -87,8 +87,8 @@ def score(cfg: DictConfig) -> dict[str, Any]:
             f"precision={precision} is not one of {list(precisions.PRECISIONS)} (float32 or bfloat16 autocast)"
         )
     smoothing = cfg.get("smoothing")
-    if smoothing is not None:
-        smoothing = check_smoothing(smoothing, "smoothing")
+    if smoothing is not None:  # a bad value is refused before the detector loads; one its calibration
+        smoothing = check_smoothing(smoothing, "smoothing")  # does not hold for, by the StreamScorer
     run_dir = run_directory()
     model, clips = load_detector(ckpt, cfg)
     trained_in = clips.pop("precision")
@@ -110,12 +110,6 @@ def score(cfg: DictConfig) -> dict[str, Any]:
                 f"ckpt_path: {ckpt} holds no calibration; {fix}, or score with raw=true threshold.value=<number>"
             )
         threshold = model.calibration.threshold(float(cfg.threshold.fpr))
-    if smoothing is not None and not raw and model.calibration is not None and smoothing != model.calibration.smoothing:
-        raise ConfigError(
-            f"smoothing={smoothing:g}: {ckpt}'s calibration holds its thresholds for scores smoothed with sigma="
-            f"{model.calibration.smoothing:g}; recalibrate (python -m vad.calibrate ckpt_path={ckpt} "
-            f"smoothing={smoothing:g} overwrite=true), score raw=true, or leave smoothing unset"
-        )
     sources = open_inputs(cfg.input, fps=cfg.get("fps"))
     scorer = StreamScorer(
         model,
