@@ -174,6 +174,9 @@ def main() -> None:
         f"ratio alone). Medians of {args.repeats} interleaved rounds; each ratio is the median of the ratios within a"
         " round.",
         "",
+        "By default vad.score runs a bf16-trained checkpoint in bf16 only where bfloat16 is native, float32 "
+        f"elsewhere: {precisions.for_scoring('bf16-mixed', 'cpu')[1] or 'here it scores in bf16-mixed (native)'}.",
+        "",
         "| setting | input | precision | reader alone (frames/s) | vad.score (frames/s) | batch-1 loop as a user "
         "writes it (frames/s) | batch-1 loop, the scorer's setup (frames/s) | vad.score / the user's batch-1 loop "
         "| vad.score / batch-1 in its setup |",

@@ -17,6 +17,13 @@ Repeats are interleaved so a noisy, shared machine hurts both sides alike; media
     python experiments/bench_train.py --features 16 --batch 8 --flow none   # as experiment=ffp_ped2_cpu64
     python experiments/bench_train.py --size 256 --features 64 --device cuda --precision bf16-mixed
     python experiments/bench_train.py --reference-step      # only 4. below (128x128, batch 4, width 64, no flow)
+    python experiments/bench_train.py --precisions          # only 5. below: float32 vs bf16 on this CPU
+
+5. ``--precisions``: the ``experiment=ffp_ped2_cpu`` generator (128x128 grey, width 32, batch 4, channels-last,
+   intensity + gradient, no discriminator) in float32 and under bfloat16 autocast, side by side: seconds per training
+   step and frames/s of one-frame inference, with the CPU's bfloat16 units named and what ``trainer.precision=auto``
+   chooses here (``vad.precision``). Without bf16 units bf16 is emulated and many times slower: the reason auto
+   exists. Writes ``experiments/results/bench_precision.md``.
 
 4. ``--reference-step``: the suite's FFP iteration (clips read from the frame cache, converted, the G and D steps of
    ``vad.methods.ffp``) against a reference-style iteration written as the public PyTorch ports of FFP are: a U-Net
@@ -47,6 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from vad import losses
+from vad import precision as precisions
 from vad.data.datamodule import VideoDataModule
 from vad.data.frames import read_image, resize
 from vad.flow import LucasKanade
@@ -248,7 +256,11 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=SHARED_PED2, help="an FFP-layout dataset with JPEG frames")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--reference-step", action="store_true", help="only the reference-style comparison (4.)")
+    parser.add_argument("--precisions", action="store_true", help="only float32 vs bf16 at the CPU preset (5.)")
     args = parser.parse_args()
+    if args.precisions:
+        precision_comparison(args)
+        return
     if args.reference_step:
         args.flow = "none"
         if "--size" not in sys.argv:
@@ -533,6 +545,97 @@ def reference_comparison(args: argparse.Namespace) -> None:
     print(text)
     out = RESULTS.with_name("bench_train_reference.md")
     out.write_text(text)
+
+
+class PresetStep:
+    """One training step of the ``ffp_ped2_cpu`` generator (intensity + gradient, no discriminator: the preset's
+    adversarial weight is 0), channels-last as the preset trains, in float32 or under bfloat16 autocast."""
+
+    def __init__(self, autocast: bool) -> None:
+        torch.manual_seed(0)
+        model = FFP(channels=1, clip_len=5, generator={"features": 32, "depth": 4},
+                    loss={"intensity": 1.0, "gradient": 1.0, "flow": 0.0, "adversarial": 0.0},
+                    optim={"lr_g": 2e-4, "lr_d": 2e-5, "milestones": [8800]})  # fmt: skip
+        model.channels_last = True
+        model.setup("fit")
+        self.model, self.autocast = model, autocast
+        self.opt = torch.optim.Adam(model.generator.parameters(), lr=2e-4)
+
+    def step(self, frames: torch.Tensor) -> None:
+        m = self.model
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            clip = m.split_clip(frames)
+            loss = m.weighted_sum(m.all_generator_terms(m.forward_clip(clip), clip))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def infer(self, frames: torch.Tensor) -> None:
+        m = self.model
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            m.forward_clip(m.split_clip(frames[:1]))
+
+
+def precision_comparison(args: argparse.Namespace) -> None:
+    size, batch = 128, 4
+    data = RandomClips((args.steps + 2) * batch, 1, size)
+    batches = [data.frames[i : i + batch].contiguous(memory_format=torch.contiguous_format)
+               for i in range(0, len(data), batch)]  # fmt: skip
+    steppers = {name: PresetStep(autocast=name == "bf16-mixed") for name in precisions.PRECISIONS}
+    train: dict[str, list[float]] = {name: [] for name in steppers}
+    infer: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(args.repeats):
+        for name, stepper in steppers.items():
+            for b in batches[:2]:  # warm-up
+                stepper.step(b)
+            times = []
+            for b in batches[2:]:
+                start = time.perf_counter()
+                stepper.step(b)
+                times.append(time.perf_counter() - start)
+            train[name].append(statistics.median(times))
+            times = []
+            for b in batches:
+                start = time.perf_counter()
+                stepper.infer(b)
+                times.append(time.perf_counter() - start)
+            infer[name].append(statistics.median(times[2:]))
+    t = {k: statistics.median(v) for k, v in train.items()}
+    f = {k: statistics.median(v) for k, v in infer.items()}
+    chosen, why = precisions.resolve("auto", "cpu")
+    iterations = 11000
+    lines = [
+        "# float32 vs bfloat16 autocast on this CPU: the ffp_ped2_cpu generator",
+        "",
+        f"Generated by `python experiments/bench_train.py {' '.join(sys.argv[1:])}` on {datetime.date.today()}: "
+        f"{cpu_description()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads). 128x128 grey, batch 4, U-Net width 32 depth 4, channels-last, intensity + gradient (no "
+        f"discriminator), Adam; {args.repeats} interleaved repeats of {args.steps} steps after 2 warm-up steps, "
+        "medians; inference: one clip (one frame scored) per forward pass.",
+        "",
+        f"Here {why}.",
+        "",
+        "| precision | training step (s) | 11000 iterations (h, steps only) | inference, one frame (s) | frames/s |",
+        "|---|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {t[name]:.3f} | {t[name] * iterations / 3600:.2f} | {f[name]:.4f} | {1 / f[name]:.1f} |"
+            for name in steppers
+        ],
+        "",
+        f"- bf16-mixed / float32, training step: **{t['bf16-mixed'] / t['32-true']:.2f}x** the time",
+        f"- bf16-mixed / float32, inference: **{f['bf16-mixed'] / f['32-true']:.2f}x** the time",
+        f"- auto chooses **{chosen}**",
+        "",
+        "All repeats: "
+        + "; ".join(
+            f"{kind} {k}: {', '.join(f'{x:.4f}' for x in v)}"
+            for kind, rows in (("train", train), ("infer", infer))
+            for k, v in rows.items()
+        ),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.with_name("bench_precision.md").write_text(text)
 
 
 if __name__ == "__main__":

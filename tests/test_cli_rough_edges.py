@@ -199,6 +199,7 @@ def test_wrong_types_name_the_key_and_the_expected_type(args: list[str], message
 
 def test_values_of_the_right_type_pass_the_type_check() -> None:
     check_overrides("train", ["trainer.devices=auto", "trainer.precision=bf16-mixed", "trainer.max_steps=null"])
+    check_overrides("train", ["experiment=ffp_ped2_cpu", "trainer.precision=auto"])
     check_overrides("train", ["dataset.val_videos=0.2", "model.loss.adversarial=0", "model.loss.flow=1"])
     check_overrides("train", ["-m", "model.loss.flow=interval(0,2)", "+dataset.generator.num_train=2"])
     check_overrides("train", ["experiment=ffp_ped2", "model.loss.adversarial=0.05", "trainer.val_check_interval=500"])

@@ -227,17 +227,3 @@ def test_comparison_table_is_aligned_markdown():
         "| ffp       |    0.9500 |   1962 |",
         "| mnad-long |       n/a |        |",
     ]
-
-
-def test_the_cpus_bf16_units_are_read_from_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vad import report
-
-    flags = {"flags": "fpu sse avx512f avx512_bf16 amx_tile amx_bf16 amx_int8", "model name": "Some Xeon"}
-    monkeypatch.setattr(report, "_cpuinfo", flags.get)
-    assert report.cpu_bf16_units() == ["amx_bf16", "avx512_bf16"]
-    assert report.cpu_description() == "Some Xeon (bf16 units: amx_bf16, avx512_bf16)"
-    flags["flags"] = "fpu sse avx2 avx512f"  # an older CPU: bf16 autocast would be emulated
-    assert report.cpu_bf16_units() == []
-    assert report.cpu_description().endswith("(bf16 units: none)")
-    monkeypatch.setattr(report, "_cpuinfo", lambda key: None)  # no /proc/cpuinfo (not Linux)
-    assert report.cpu_bf16_units() == []

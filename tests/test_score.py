@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic, vad_evaluate
+from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
+from vad import precision
 from vad import stream as stream_module
 from vad.build import model_from_checkpoint
 from vad.calibrate import calibrate
 from vad.calibration import Calibration, CausalSmoother, causal_kernel, causal_smooth, events
 from vad.errors import ConfigError, DataError
+from vad.evaluate import _with_checkpoint_choices, evaluate
 from vad.export import FILE_NAMES, export
 from vad.exported import ExportedDetector
 from vad.score import score
@@ -255,32 +257,85 @@ def test_bf16_scoring_runs_under_autocast_close_to_float32_and_bad_precisions_ar
                         tmp_path / "q", tmp_path))  # fmt: skip
 
 
-def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_unless_told_otherwise(tmp_path: Path) -> None:
-    """The detector's precision is its run's trainer.precision: vad.evaluate of a bf16-mixed run reproduces its test
-    exactly, vad.score scores it in bf16, vad.calibrate reproduces the calibration vad.train stored (computed in bf16
-    too); float32 stays available on the command line."""
-    ckpt = train_small(tmp_path, "trainer.max_steps=20", "trainer.precision=bf16-mixed")
+def evaluate_in_process(ckpt: Path, out: Path, home: Path, *overrides: str) -> Path:
+    """vad.evaluate of ``ckpt`` in this process (so a test can set what the CPU looks like), as its command line
+    composes it (the checkpoint's group choices first): the run folder."""
+    evaluate(hydra_job("eval", _with_checkpoint_choices([f"ckpt_path={ckpt}", *overrides]), out, home))
+    return out
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16-units", "cpu-without-bf16-units"])
+def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_where_native_else_in_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """The detector runs in its run's trainer.precision where the machine computes it natively: vad.evaluate of a
+    bf16-mixed run then reproduces its test exactly, vad.score scores it in bf16, vad.calibrate reproduces the
+    calibration vad.train stored. On a CPU without bf16 units (emulated bf16, ~12x slower) all three run in float32
+    instead, saying so; an explicit precision wins on both."""
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: ("avx2", "avx512_bf16") if native else ("avx2",))
+    ckpt = train_small(tmp_path, "trainer.max_steps=20", "trainer.precision=bf16-mixed")  # explicit: bf16 anyway
     run = tmp_path / "run"
     assert json.loads((run / "metrics.json").read_text())["precision"] == "bf16-mixed"
     tested = (run / "scores.csv").read_text()
-    assert vad_evaluate(ckpt, tmp_path / "eval", tmp_path) == tested
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "bf16-mixed"
-    assert vad_evaluate(ckpt, tmp_path / "eval32", tmp_path, "trainer.precision=32-true") != tested
+    default = evaluate_in_process(ckpt, tmp_path / "eval", tmp_path)
+    fp32 = evaluate_in_process(ckpt, tmp_path / "eval32", tmp_path, "trainer.precision=32-true")
+    bf16 = evaluate_in_process(ckpt, tmp_path / "eval16", tmp_path, "trainer.precision=bf16-mixed")
+    assert (bf16 / "scores.csv").read_text() == tested != (fp32 / "scores.csv").read_text()
+    metrics = json.loads((default / "metrics.json").read_text())
+    assert metrics["precision"] == ("bf16-mixed" if native else "32-true")
+    assert (default / "scores.csv").read_text() == (tested if native else (fp32 / "scores.csv").read_text())
+    assert (metrics["precision_choice"] is None) == native
+    if not native:
+        assert "can differ from the training machine's in the last bits" in metrics["precision_choice"]
 
     video = tmp_path / "synthetic" / "testing" / "frames" / "01"
     scored = {}
     for name, extra in (("default", []), ("bf16", ["precision=bf16-mixed"]), ("fp32", ["precision=32-true"])):
         score(hydra_job("score", [f"ckpt_path={ckpt}", f"input={video}", *extra], tmp_path / name, tmp_path))
         scored[name] = (tmp_path / name / "scores.csv").read_text()
-    assert scored["default"] == scored["bf16"] != scored["fp32"]
-    assert_same_signals(tmp_path / "default" / "scores.csv", run / "scores.csv", SIGNALS)  # in bf16 too
+    assert scored["bf16"] != scored["fp32"]
+    assert scored["default"] == scored["bf16" if native else "fp32"]
+    summary = json.loads((tmp_path / "default" / "score_summary.json").read_text())
+    assert summary["precision"] == ("bf16-mixed" if native else "32-true")
+    assert_same_signals(tmp_path / "bf16" / "scores.csv", run / "scores.csv", SIGNALS)  # in bf16 too
 
     stored = torch.load(ckpt, weights_only=False)["vad_calibration"]
-    copy = tmp_path / "copy.ckpt"
-    copy.write_bytes(ckpt.read_bytes())
-    calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true"], tmp_path / "c", tmp_path))
-    again = torch.load(copy, weights_only=False)["vad_calibration"]
-    assert json.dumps(again, sort_keys=True, default=str) == json.dumps(stored, sort_keys=True, default=str)
+    calibrated = {}
+    for name, extra in (("default", []), ("fp32", ["precision=32-true"])):
+        copy = tmp_path / f"{name}.ckpt"
+        copy.write_bytes(ckpt.read_bytes())
+        calibrate(hydra_job("calibrate", [f"ckpt_path={copy}", "overwrite=true", *extra], tmp_path / f"c{name}",
+                            tmp_path))  # fmt: skip
+        calibrated[name] = json.dumps(torch.load(copy, weights_only=False)["vad_calibration"], sort_keys=True,
+                                      default=str)  # fmt: skip
+    assert calibrated["default"] == (json.dumps(stored, sort_keys=True, default=str) if native else calibrated["fp32"])
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16-units", "cpu-without-bf16-units"])
+def test_auto_precision_trains_in_bf16_only_where_native_and_a_resume_keeps_the_precision_it_started_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """trainer.precision=auto (the CPU presets'): bf16-mixed on a CPU with bf16 units, float32 on one without; the
+    run says so, metrics.json and the checkpoint's run config record the resolved precision, and a resume on the
+    other kind of CPU continues in the precision the run started in."""
+    flags = {True: ("avx2", "amx_bf16"), False: ("avx2",)}
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: flags[native])
+    expected = "bf16-mixed" if native else "32-true"
+    ckpt = train_small(tmp_path, "trainer.max_steps=4", "trainer.precision=auto")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["precision"] == expected
+    assert metrics["precision_choice"].startswith(f"trainer.precision=auto: {expected}")
+    assert torch.load(ckpt, weights_only=False)["vad_config"]["config"]["trainer"]["precision"] == expected
+
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: flags[not native])  # resumed on the other kind of CPU
+    data = tiny_synthetic(tmp_path / "synthetic")
+    overrides = [*data, *TINY_FFP, "model.loss.flow=0", "dataset.val_videos=1", "trainer.max_steps=6",
+                 "trainer.precision=auto", f"ckpt_path={ckpt}"]  # fmt: skip
+    train(hydra_job("train", overrides, tmp_path / "resumed", tmp_path))
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["precision"] == expected
+    started = f"trainer.precision=auto: {expected}, the precision the resumed run started in"
+    assert resumed["precision_choice"] == started
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

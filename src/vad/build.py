@@ -16,12 +16,34 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from vad import report, scoring, tracking
+from vad import precision, report, scoring, tracking
 from vad.callbacks import BestValCheckpoint, NonFiniteCheckpoint
 from vad.checkpoint_io import AtomicCheckpointIO, check_fits
 from vad.errors import ConfigError, unwrapped_constructor_errors
 from vad.methods.base import FrozenNet, VADModule
 from vad.pixel_eval import PixelEvaluation
+
+
+def resolve_precision(cfg: DictConfig, started: Mapping[str, Any] | None = None) -> str | None:
+    """Set ``cfg.trainer.precision=auto`` to what it means here (:func:`vad.precision.resolve`: bf16-mixed where
+    bfloat16 is native, float32 otherwise), or, resuming a run whose config is ``started``, to the precision that
+    run started in. Returns the line saying what was chosen and why (None when the precision was given explicitly,
+    which always wins), after printing it once (rank 0)."""
+    from lightning.pytorch.utilities import rank_zero_info
+
+    requested = cfg.trainer.get("precision")
+    if str(requested) != precision.AUTO:
+        return None
+    first = str(((started or {}).get("trainer") or {}).get("precision", precision.AUTO))
+    if first != precision.AUTO:
+        chosen, line = first, f"trainer.precision=auto: {first}, the precision the resumed run started in"
+    else:
+        chosen, line = precision.resolve(requested, cfg.trainer.get("accelerator"))
+        assert line is not None
+    with open_dict(cfg):
+        cfg.trainer.precision = chosen
+    rank_zero_info(line)
+    return line
 
 
 def build_frozen_nets(cfg: DictConfig, declared: Mapping[str, FrozenNet]) -> dict[str, nn.Module]:
@@ -85,7 +107,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True
     callbacks of ``cfg.callbacks`` plus :class:`~vad.callbacks.NonFiniteCheckpoint`, which every training run has.
     Checkpoints are written atomically (:class:`~vad.checkpoint_io.AtomicCheckpointIO`). With held-out validation
     videos (``dataset.val_videos``) the checkpoint of the best validation micro AUC is kept too
-    (:class:`~vad.callbacks.BestValCheckpoint`, what ``test_checkpoint=best_val`` tests)."""
+    (:class:`~vad.callbacks.BestValCheckpoint`, what ``test_checkpoint=best_val`` tests). ``trainer.precision=auto``
+    is resolved for this machine (:func:`resolve_precision`)."""
+    resolve_precision(cfg)  # trainer.precision=auto, when the entry point has not resolved it already
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     callbacks = []
     if with_callbacks:

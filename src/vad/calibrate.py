@@ -121,7 +121,14 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
         smoothing = check_smoothing(smoothing, "smoothing")  # before the checkpoint and the data are loaded
     if ckpt.suffix.lower() in (".pt", ".onnx"):
         raise ConfigError(f"ckpt_path: {ckpt} is an exported model; calibrate its .ckpt, then export it again")
+    requested = cfg.get("precision")
+    if requested is not None and str(requested) not in (*precision.PRECISIONS, precision.AUTO):
+        raise ConfigError(f"precision={requested} is not one of {[*precision.PRECISIONS, precision.AUTO]}")
     model, run_cfg = model_from_checkpoint(ckpt, cfg)
+    # as vad.score will score it: the training precision where it is native, float32 where bf16 would be emulated
+    runs_in, choice = precision.for_scoring(precision.of_run(run_cfg), model.device.type, requested)
+    if choice is not None:
+        print(choice)
     if model.calibration is not None and not cfg.get("overwrite", False):
         raise ConfigError(
             f"ckpt_path: {ckpt} already holds a calibration ({model.calibration.source}); overwrite=true replaces it"
@@ -135,14 +142,14 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
         from vad.score import stream_arguments
         from vad.train import run_directory
 
-        clips = stream_arguments(run_cfg)  # as vad.score scores the footage
+        clips = stream_arguments(run_cfg) | {"precision": runs_in}  # as vad.score scores the footage
         summary = calibrate_on_footage(model, clips, str(cfg.input), run_directory() / "footage", smoothing)
     else:
         datamodule = build_datamodule(run_cfg, model)
         datamodule.prepare_data()
         datamodule.setup("fit")
         # in the precision the detector was trained, tested and is scored in (as vad.train calibrates it)
-        with precision.autocast(precision.of_run(run_cfg), model.device.type):
+        with precision.autocast(runs_in, model.device.type):
             summary = calibrate_model(model, datamodule, smoothing)
     write_calibration(ckpt, model)
     print(

@@ -119,9 +119,10 @@ def effective_config(cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
+    from lightning.pytorch.utilities import rank_zero_info
 
     from vad import report, tracking
-    from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+    from vad.build import build_datamodule, build_model, build_trainer, resolve_precision, test_and_report
     from vad.checkpoint_io import check_fits, read_checkpoint
     from vad.data.datamodule import VideoDataModule
     from vad.pixel_eval import PixelEvaluation
@@ -133,15 +134,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_fresh(run_dir, resuming=False)
     pixel = PixelEvaluation.from_config(cfg, run_dir)  # the pixel_* settings, checked before anything runs
     L.seed_everything(cfg.seed, workers=True)
+    precision_choice = None
     if cfg.get("ckpt_path"):
         files = checkpoint_files(cfg.ckpt_path, select)
         saved = saved_config(files[-1])
         eff = effective_config(cfg, saved)
-        if not precision_overridden():  # the detector runs as it was trained and tested (a bf16-mixed run: bf16)
+        if not precision_overridden():  # as it was trained and tested where that is native (a bf16 run: bf16)
+            device = precision.device_type(cfg.trainer.get("accelerator"))
+            chosen, precision_choice = precision.for_scoring(precision.of_run(saved["config"]), device)
             with open_dict(cfg):
-                cfg.trainer.precision = precision.of_run(saved["config"])
+                cfg.trainer.precision = chosen
+            if precision_choice is not None:
+                rank_zero_info(precision_choice)
     else:
         files, eff = [], cfg
+    precision_choice = resolve_precision(cfg) or precision_choice  # trainer.precision=auto given on the command line
     model = build_model(eff)
     if model.trainable and not files:
         raise ConfigError(
@@ -152,6 +159,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(test_data_config(eff), model)
     trainer = build_trainer(cfg, run_dir, with_callbacks=False)
     meta = report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "evaluate"}
+    meta["precision_choice"] = precision_choice
     footage = datamodule.describe_footage() if isinstance(datamodule, VideoDataModule) else None
     if footage is not None:
         if select == "best_on_test":

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 
 import vad
 from vad.panels import SampleGrid
+from vad.precision import cpu_bf16_units
 from vad.scoring import ProtocolResult, VideoSignals, group_columns
 
 log = logging.getLogger(__name__)
@@ -166,13 +167,6 @@ def _cpuinfo(key: str) -> str | None:
 
 def _cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
-def cpu_bf16_units() -> list[str]:
-    """The CPU's bfloat16 units (``amx_bf16``, ``avx512_bf16``): with AMX, bf16 autocast runs convolutions several
-    times faster than float32; without any, slower. Empty where /proc/cpuinfo does not say."""
-    flags = (_cpuinfo("flags") or "").split()
-    return [unit for unit in ("amx_bf16", "avx512_bf16") if unit in flags]
 
 
 def cpu_description() -> str:

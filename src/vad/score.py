@@ -19,6 +19,7 @@ which carries its signals, weights, calibration and preprocessing; an exported m
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,13 @@ if TYPE_CHECKING:
     from vad.methods.base import VADModule
 
 # torch, OpenCV and the models load inside the functions: --help and a mistyped key are answered first.
+log = logging.getLogger(__name__)
+
+
+def torch_device_type(model: Any) -> str:
+    """``cpu`` or ``cuda``: where a detector (a VADModule or an exported model) runs."""
+    device = getattr(model, "device", "cpu")
+    return "cuda" if str(getattr(device, "type", device)).startswith("cuda") else "cpu"
 
 
 def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDetector, dict[str, Any]]:
@@ -82,9 +90,10 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file, or a model.pt / model.onnx of vad.export")
     precision = cfg.get("precision")
-    if precision is not None and str(precision) not in precisions.PRECISIONS:
+    if precision is not None and str(precision) not in (*precisions.PRECISIONS, precisions.AUTO):
         raise ConfigError(
-            f"precision={precision} is not one of {list(precisions.PRECISIONS)} (float32 or bfloat16 autocast)"
+            f"precision={precision} is not one of {[*precisions.PRECISIONS, precisions.AUTO]} (float32, bfloat16 "
+            "autocast, or auto: bfloat16 where the machine has bfloat16 units)"
         )
     smoothing = cfg.get("smoothing")
     if smoothing is not None:  # a bad value is refused before the detector loads; one its calibration
@@ -92,7 +101,10 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_directory()
     model, clips = load_detector(ckpt, cfg)
     trained_in = clips.pop("precision")
-    precision = trained_in if precision is None else str(precision)  # null: as the detector was trained and tested
+    # null: as the detector was trained and tested where that is native, float32 where bfloat16 would be emulated
+    precision, choice = precisions.for_scoring(trained_in, torch_device_type(model), precision)
+    if choice is not None:
+        log.info(choice)
     if precision != "32-true" and isinstance(model, ExportedDetector):
         raise ConfigError(
             f"precision={precision}: {ckpt} is an exported model, which runs as it was exported; score its training "
@@ -138,7 +150,14 @@ def score(cfg: DictConfig) -> dict[str, Any]:
             f"{source.name}: {summary.frames} frames, {summary.scored} scored, {summary.alerts} alerts in "
             f"{len(summary.events)} events ({summary.fps:.1f} frames/s, {summary.stopped}) -> {out}"
         )
-    record = {"checkpoint": str(ckpt), "threshold": threshold, "smoothing": scorer.smoothing, "inputs": results}
+    record = {
+        "checkpoint": str(ckpt),
+        "threshold": threshold,
+        "smoothing": scorer.smoothing,
+        "precision": precision,
+        "precision_choice": choice,
+        "inputs": results,
+    }
     (run_dir / "score_summary.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 

@@ -194,9 +194,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     from vad import report, tracking
-    from vad.build import build_datamodule, build_model, build_trainer, test_and_report
+    from vad.build import build_datamodule, build_model, build_trainer, resolve_precision, test_and_report
     from vad.checkpoint_io import check_fits
     from vad.distributed import replica_digests
+    from vad.methods.base import CONFIG_KEY
     from vad.pixel_eval import PixelEvaluation, settings_from_config
 
     run_dir = run_directory()
@@ -205,6 +206,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     choice = check_selection(cfg)
     pixel = PixelEvaluation(settings_from_config(cfg), run_dir)  # checked before anything is trained
     check_fresh(run_dir, resuming=resume is not None)
+    started = (resume_checkpoint or {}).get(CONFIG_KEY, {}).get("config")
+    precision_choice = resolve_precision(cfg, started)  # before the model records its run config
     L.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg)
     if resume is not None and resume_checkpoint is not None:
@@ -245,6 +248,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "replica_digests": digests,
                 "train_seconds": round(fit_seconds, 3),  # this process's fit (a resumed run: since the resume)
                 "train_steps": trainer.global_step,
+                "precision_choice": precision_choice,  # how trainer.precision=auto was resolved (None: as given)
             }
             | finalised
         )
