@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vad import scoring
-from vad.report import read_scores_csv
+from vad.evaluation import protocol as scoring
+from vad.reporting.report import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "amc_ped2_cpu.md"

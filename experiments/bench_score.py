@@ -35,9 +35,9 @@ import torch
 from vad import precision as precisions
 from vad.data.clips import clips_to_tensor
 from vad.data.frames import _to_channels, resize
+from vad.inference.stream import _END, StreamScorer, _reader, open_inputs
 from vad.methods.ffp import FFP
-from vad.report import cpu_description
-from vad.stream import _END, StreamScorer, _reader, open_inputs
+from vad.reporting.report import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "bench_score.md"
@@ -130,7 +130,7 @@ def main() -> None:
             read = reader_fps(path, setting["size"])
             # the reference: the batch-1 loop as a user writes it after FFP.load_from_checkpoint (float32, the
             # default memory format); then the scorer in each precision with the model as vad.score loads it
-            # (vad.build.model_from_checkpoint: the memory format of its test, channels-last for FFP), and the
+            # (vad.app.build.model_from_checkpoint: the memory format of its test, channels-last for FFP), and the
             # batch-1 loop in that same setup, whose ratio is the pipeline's alone (batching, the reader thread).
             # Interleaved rounds (this machine is shared and noisy): the medians, and each ratio as the median of
             # the ratios within a round

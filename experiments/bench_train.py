@@ -53,14 +53,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from vad import losses
 from vad import precision as precisions
 from vad.data.datamodule import VideoDataModule
 from vad.data.frames import read_image, resize
 from vad.flow import LucasKanade
+from vad.methods import losses
 from vad.methods.ffp import FFP
 from vad.nets import UNet
-from vad.report import cpu_description
+from vad.reporting.report import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PED2 = Path(os.environ.get("VAD_SHARED_DATA", REPO.parent / "shared" / "data")) / "ped2"

@@ -114,7 +114,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     ),
     # added in the next session, after every number above (test ones included) was known and the goal (0.95) missed:
     # a test-motivated candidate, disclosed in ffp_cpu_preset.md. The lever is one that issue 13 lists and no run had
-    # tried: the weights' exponential moving average as the detector (callbacks.ema, vad.callbacks.WeightEMA), decay
+    # tried: the weights' exponential moving average as the detector (callbacks.ema, vad.app.callbacks.WeightEMA), decay
     # 0.999 (a prior: the common default, an average over about the last 1000 of the 7000 iterations, most of them
     # after the learning-rate drop at 5600). Trained WITHOUT its test (test=false), so that no test number of it
     # exists before the choice; its test is run after the choice by vad.evaluate into <run>/test.
@@ -128,7 +128,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
             "trainer.max_steps=7000",
             "model.optim.milestones=[5600]",
             "trainer.val_check_interval=7000",
-            "callbacks.ema={_target_: vad.callbacks.WeightEMA, decay: 0.999}",
+            "callbacks.ema={_target_: vad.app.callbacks.WeightEMA, decay: 0.999}",
             "test=false",
             *HELD_OUT,
         ],
@@ -179,7 +179,7 @@ ROUNDS: dict[int, dict] = {
         "results": RESULTS_V2,
     },
     # round 2's validation, with a tie margin: the incumbent (the preset's training scored as round 2 chose) stays
-    # unless a challenger beats it (vad.pseudo.validation.keep_unless_beaten, WINS of the 10 injections)
+    # unless a challenger beats it (vad.data.pseudo.validation.keep_unless_beaten, WINS of the 10 injections)
     3: {
         "candidates": ["w32_128_bf16_ema", "w32_d32_bf16_ema_9k", "w32_noadv_bf16_ema_11k"],
         "seeds": list(range(10)),

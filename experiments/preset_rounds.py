@@ -19,9 +19,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from vad import scoring
-from vad.pseudo.validation import choose_training_then_score, paired_t, paired_wins
-from vad.report import read_scores_csv
+from vad.data.pseudo.validation import choose_training_then_score, paired_t, paired_wins
+from vad.evaluation import protocol as scoring
+from vad.reporting.report import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
@@ -219,7 +219,7 @@ def margin_words(wins: int, n: int, t: float | None) -> str:
     words = f"a higher mean validation micro AUC AND a higher one on at least {wins} of the {n} paired injections"
     if t is not None:
         words += f" AND a mean paired difference of at least {t:g} standard errors"
-    return words + " (vad.pseudo.validation.keep_unless_beaten)"
+    return words + " (vad.data.pseudo.validation.keep_unless_beaten)"
 
 
 def lead(aucs: list[float], reference: list[float], t: float | None) -> str:
@@ -231,8 +231,8 @@ def choose(
     rows: list[Row], incumbent: tuple[str, str, float] | None, *, wins: int = 1, t: float | None = None
 ) -> tuple[Row, str]:
     """The chosen row and the rule's words. Without an ``incumbent``: the highest mean validation micro AUC. With an
-    incumbent (candidate, signal, sigma): :func:`vad.pseudo.validation.choose_training_then_score` with the tie margin
-    of :func:`vad.pseudo.validation.keep_unless_beaten` (``wins`` paired injections, and ``t`` standard errors when
+    incumbent (candidate, signal, sigma): :func:`vad.data.pseudo.validation.choose_training_then_score` with the tie margin
+    of :func:`vad.data.pseudo.validation.keep_unless_beaten` (``wins`` paired injections, and ``t`` standard errors when
     given): first the training, each candidate scored by the incumbent's signal and sigma; then, within the chosen
     training, the score: its row at the incumbent's signal and sigma against every other (signal, sigma)."""
     if incumbent is None:

@@ -39,9 +39,10 @@ import torch
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
-from vad import losses, scoring
-from vad.build import build_datamodule, build_model
+from vad.app.build import build_datamodule, build_model
 from vad.data.clips import ClipDataset, clips_to_tensor, frames_to_float
+from vad.evaluation import protocol as scoring
+from vad.methods import losses
 from vad.methods.base import CONFIG_KEY
 
 REPO = Path(__file__).resolve().parents[1]

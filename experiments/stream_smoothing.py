@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vad.calibration import Calibration, causal_kernel
-from vad.evaluate import saved_config
-from vad.report import cpu_description
+from vad.app.evaluate import saved_config
+from vad.evaluation.calibration import Calibration, causal_kernel
+from vad.reporting.report import cpu_description
 
 
 def run(command: list[str]) -> None:

@@ -4,7 +4,7 @@
         --report experiments/results/<name>.md  logs/<run>/checkpoints/last.ckpt  [more checkpoints]
 
 Each checkpoint is rebuilt from the config it carries; its run must have held videos out (``dataset.val_videos``):
-the same seed draws the same held-out videos here. Those videos get pseudo-anomalies injected (``vad.pseudo.
+the same seed draws the same held-out videos here. Those videos get pseudo-anomalies injected (``vad.data.pseudo.
 validation``) once per ``--seeds`` entry (``dataset.val_pseudo.seed``), and every injection is scored under the test's
 protocol (per-video min-max of the fused score): the method's configured score, each of its signals alone (oriented:
 PSNR negated, every other signal as it is), and copy-last's -PSNR on the same clips; with ``--smoothing 0 2 4``, each of
@@ -13,7 +13,7 @@ spread over the injections of the micro and macro AUC. No test video and no test
 
 ``--object-scale 0.5 2`` injects scene-sized pseudo-anomalies instead of the run's own ``dataset.val_pseudo`` sizes:
 patches cut around the held-out videos' moving objects and fast regions centred on them, the typical moving object's
-box times a factor from that range (``dataset.val_pseudo.object_scale``, :mod:`vad.pseudo.validation`).
+box times a factor from that range (``dataset.val_pseudo.object_scale``, :mod:`vad.data.pseudo.validation`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from vad import losses, scoring
 from vad import precision as precisions
-from vad.build import build_datamodule, build_model
+from vad.app.build import build_datamodule, build_model
+from vad.data.pseudo.validation import paired_wins
+from vad.evaluation import protocol as scoring
+from vad.methods import losses
 from vad.methods.base import CONFIG_KEY, VALIDATION_LABELS
-from vad.pseudo.validation import paired_wins
 
 REPO = Path(__file__).resolve().parents[1]
 

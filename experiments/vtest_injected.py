@@ -6,7 +6,7 @@
 
 1. splits it in time: frames 0-479 become 6 training videos of 80 frames (2 of them held out for validation by the
    preset, as on Ped2), frames 480-794 become 3 test videos of 105 frames;
-2. injects 2 events into each test video with ``vad.pseudo.validation`` at the native size, scene-sized
+2. injects 2 events into each test video with ``vad.data.pseudo.validation`` at the native size, scene-sized
    (``object_scale`` [0.5, 2]: half to twice the typical moving object of the training part, a pedestrian): a
    pedestrian cut from a training frame crossing the street at 17-46 px per frame (soft-edged), or a region centred
    on a pedestrian of the test video playing 2-4x faster; 20-40 frames each, seed 2026; the frames of an event are
@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 from omegaconf import OmegaConf
 
-from vad.pseudo.kinds import large_enough, moving_objects, typical_object_size
-from vad.pseudo.validation import check_options, inject, plan_video
+from vad.data.pseudo.kinds import large_enough, moving_objects, typical_object_size
+from vad.data.pseudo.validation import check_options, inject, plan_video
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "vtest_injected.md"

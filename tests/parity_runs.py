@@ -34,7 +34,7 @@ def parity_run(name: str, workdir: Path) -> Path:
     """
     import torch
 
-    from vad.train import train
+    from vad.app.train import train
 
     data = tiny_dataset(workdir / "tiny")
     run = workdir / name

@@ -14,12 +14,12 @@ import torch
 
 from hydra_runs import hydra_job, tiny_dataset
 from test_resume import RESUMABLE, assert_same_training_state
+from vad.app.evaluate import evaluate
+from vad.app.train import train
 from vad.errors import ConfigError
-from vad.evaluate import evaluate
 from vad.flow import DISFlow
 from vad.methods.amc import AMC
 from vad.methods.amc_comemory import AMCCoMemory
-from vad.train import train
 
 TINY_AMC = [
     "model=amc",

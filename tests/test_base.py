@@ -19,16 +19,17 @@ from torch.utils.data import DataLoader
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from moving_blobs import BlobClips, moving_blobs
-from vad import losses, panels
-from vad.build import build_datamodule, build_model
-from vad.callbacks import SampleGrids
+from vad.app.build import build_datamodule, build_model
+from vad.app.callbacks import SampleGrids
 from vad.data.clips import clips_to_tensor, frames_to_float
 from vad.errors import ConfigError
 from vad.flow import LucasKanade
+from vad.methods import losses
 from vad.methods.base import LIGHTNING_TESTED, Clip, FramePredictor, FrozenNet, Prediction, VADModule, _uncounted
 from vad.methods.copy_last import CopyLast
 from vad.methods.ffp import FFP
 from vad.methods.mnad import MNAD
+from vad.reporting import panels
 
 
 class Features(nn.Module):

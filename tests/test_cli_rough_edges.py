@@ -17,13 +17,13 @@ import torch
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from raw_fixtures import make_frames, write_image, write_video
-from vad.cli import check_overrides
+from vad.app.cli import check_overrides
+from vad.app.evaluate import evaluate
+from vad.app.train import train
 from vad.errors import ConfigError
-from vad.evaluate import evaluate
-from vad.report import NO_LABELS, format_summary
-from vad.scoring import VideoSignals
-from vad.scoring import evaluate as score_videos
-from vad.train import train
+from vad.evaluation.protocol import VideoSignals
+from vad.evaluation.protocol import evaluate as score_videos
+from vad.reporting.report import NO_LABELS, format_summary
 
 # The footage folder: two MJPG videos and one frame folder, no training/ or testing/ split, no labels.
 FOOTAGE = {"cam1": 12, "cam2": 10, "stills": 9}
@@ -357,12 +357,12 @@ def test_help_and_a_mistyped_key_are_answered_before_torch_loads(module: str, tm
 
 
 def test_constants_kept_apart_from_heavy_modules_agree() -> None:
-    import vad.evaluate
+    import vad.app.evaluate
     from vad.data.datamodule import VideoDataModule
     from vad.methods.base import CONFIG_KEY
 
-    assert vad.evaluate.CONFIG_KEY == CONFIG_KEY
-    assert f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}" == vad.evaluate.VIDEO_DATAMODULE
+    assert vad.app.evaluate.CONFIG_KEY == CONFIG_KEY
+    assert f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}" == vad.app.evaluate.VIDEO_DATAMODULE
 
 
 def test_prepare_without_a_dataset_says_it_is_required(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def test_test_loader_in_order_with_labels_and_video_info(ffp_root: Path, tmp_pat
     assert "labels" in dm.label_source
 
 
-# the toy videos are 5-8 frames long: one pseudo-anomalous frame each (vad.pseudo.validation)
+# the toy videos are 5-8 frames long: one pseudo-anomalous frame each (vad.data.pseudo.validation)
 TINY_VAL = {"events": 1, "length": [1, 1]}
 
 

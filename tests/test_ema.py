@@ -1,4 +1,4 @@
-"""The weight average (``callbacks.ema`` -> vad.callbacks.WeightEMA): the exact average of the trained weights, the
+"""The weight average (``callbacks.ema`` -> vad.app.callbacks.WeightEMA): the exact average of the trained weights, the
 average as the detector everywhere a checkpoint is read, training resumed to the weights of an uninterrupted run,
 and the bad settings and resumes refused in one line."""
 
@@ -12,13 +12,13 @@ import torch
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset, tiny_synthetic, vad_evaluate
 from test_resume import RESUMABLE, assert_same_training_state
 from test_validation import VAL, logged
-from vad.callbacks import WeightEMA
+from vad.app.callbacks import WeightEMA
+from vad.app.train import train
 from vad.errors import ConfigError
-from vad.train import train
 
 
 def ema(decay: float) -> str:
-    return f"callbacks.ema={{_target_: vad.callbacks.WeightEMA, decay: {decay}}}"
+    return f"callbacks.ema={{_target_: vad.app.callbacks.WeightEMA, decay: {decay}}}"
 
 
 EVERY_STEP = [
@@ -116,7 +116,7 @@ def test_a_run_without_an_average_resumes_with_one_that_starts_at_the_resumed_we
 @pytest.mark.parametrize(("setting", "message"), [("decay: 1.0", "decay=1.0"), ("start_step: -1", "start_step=-1")])
 def test_bad_settings_are_refused_naming_the_key(setting: str, message: str, tmp_path: Path) -> None:
     data = tiny_dataset(tmp_path / "tiny")
-    override = f"callbacks.ema={{_target_: vad.callbacks.WeightEMA, {setting}}}"
+    override = f"callbacks.ema={{_target_: vad.app.callbacks.WeightEMA, {setting}}}"
     with pytest.raises(ConfigError, match=rf"callbacks\.ema\.{message}"):
         train(hydra_job("train", [*data, *TINY_FFP, override], tmp_path / "run", tmp_path))
 

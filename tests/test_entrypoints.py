@@ -15,13 +15,14 @@ import torch
 from hydra.utils import instantiate
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
-from vad import config_dir, scoring
-from vad.build import build_model, build_trainer
-from vad.callbacks import WeightEMA
-from vad.cli import check_overrides
+from vad import config_dir
+from vad.app.build import build_model, build_trainer
+from vad.app.callbacks import WeightEMA
+from vad.app.cli import check_overrides
+from vad.app.evaluate import evaluate
+from vad.app.train import train
 from vad.errors import ConfigError, DataError
-from vad.evaluate import evaluate
-from vad.train import train
+from vad.evaluation import protocol as scoring
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 METRICS = ("auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw")
@@ -111,7 +112,7 @@ def test_copy_last_needs_no_checkpoint_and_trained_models_do(tmp_path: Path) -> 
     data = tiny_dataset(tmp_path / "tiny")
     metrics = evaluate(hydra_job("eval", [*data, "model=copy_last"], tmp_path / "a", tmp_path))
     assert metrics["frames"] == 9
-    # model.smoothing (every method, through vad.build): the protocol's temporal Gaussian, recorded with the result
+    # model.smoothing (every method, through vad.app.build): the protocol's temporal Gaussian, recorded with the result
     smoothed = evaluate(hydra_job("eval", [*data, "model=copy_last", "+model.smoothing=1"], tmp_path / "s", tmp_path))
     assert smoothed["smoothing"] == 1.0
     assert smoothed["normalisation"] == "per-video min-max after a temporal Gaussian (sigma 1 frames)"

@@ -1,5 +1,5 @@
 """vad.export: the TorchScript module and the ONNX model give the PyTorch model's signals (any batch size) and carry
-what they need; vad.exported loads either."""
+what they need; vad.inference.exported loads either."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from packaging.requirements import Requirement
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from test_amc import TINY_AMC
-from vad.build import build_model, model_from_checkpoint
+from vad.app.build import build_model, model_from_checkpoint
+from vad.app.export import FILE_NAMES, export
+from vad.app.train import train
 from vad.data.clips import frames_to_float
 from vad.errors import ConfigError
-from vad.export import FILE_NAMES, export
-from vad.exported import ExportedDetector
-from vad.exporters import EXPORTERS, export_onnx, export_torchscript, load_exported, metadata
-from vad.train import train
+from vad.inference.exported import ExportedDetector
+from vad.inference.exporters import EXPORTERS, export_onnx, export_torchscript, load_exported, metadata
 
 TINY_MNAD = ["model=mnad", "model.net.features=2", "model.memory.num_items=4"]
 FFP_SIGNALS = ["psnr", "patch_max", "intensity_error", "gradient_error", "flow_error"]

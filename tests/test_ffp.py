@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from moving_blobs import BlobClips, moving_blobs
-from vad import losses
-from vad.build import build_datamodule, build_model
+from vad.app.build import build_datamodule, build_model
 from vad.data.clips import clips_to_tensor
 from vad.errors import ConfigError
 from vad.flow import DISFlow, FlowNet2SD, LucasKanade
+from vad.methods import losses
 from vad.methods.base import NonFiniteLossError
 from vad.methods.ffp import FFP
 

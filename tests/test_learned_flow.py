@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
+from vad.app.train import train
 from vad.flow import build_flow
 from vad.flow.learned import LearnedFlow
-from vad.train import train
 
 #: a few steps: enough for the cache and wiring tests, not to learn (the quality test trains 400)
 QUICK = ["flow=learned", "flow.steps=40", "flow.batch_size=8", "flow.features=8", "flow.progress=false"]

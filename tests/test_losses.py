@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from vad.losses import (
+from vad.methods.losses import (
     MSSSIM_BETAS,
     PSNR_MIN_MSE,
     flow_loss,

@@ -15,16 +15,16 @@ from torch.utils.data import DataLoader
 
 from hydra_runs import hydra_job, tiny_dataset
 from moving_blobs import BlobClips, moving_blobs
-from vad import losses
-from vad.build import build_model
+from vad.app.build import build_model
+from vad.app.evaluate import evaluate
+from vad.app.train import train
 from vad.data.clips import frames_to_float
 from vad.data.datamodule import VideoDataModule
 from vad.errors import ConfigError
-from vad.evaluate import evaluate
+from vad.methods import losses
 from vad.methods.base import split_by_video
 from vad.methods.mnad import MNAD
 from vad.nets import MNADDecoder, MNADEncoder
-from vad.train import train
 
 RUN = [
     "trainer.max_steps=3",

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from parity_runs import GOLDEN, PARITY_RUNS, parity_run
-from vad import report
+from vad.reporting import report
 
 #: run -> signal columns added after the reference files were written (FFP's patch_max and per-term errors, beside
 #: the unchanged psnr)

@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vad import losses
 from vad.errors import ConfigError
-from vad.flow import LucasKanade
-from vad.methods.ffp import FFP
-from vad.report import format_summary
-from vad.scoring import (
+from vad.evaluation.protocol import (
     VideoSignals,
     divide_by_max,
     evaluate,
@@ -23,6 +19,10 @@ from vad.scoring import (
     patch_score,
     window_means,
 )
+from vad.flow import LucasKanade
+from vad.methods import losses
+from vad.methods.ffp import FFP
+from vad.reporting.report import format_summary
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 

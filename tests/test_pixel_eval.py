@@ -1,4 +1,4 @@
-"""Pixel-level metrics in vad.evaluate and the test stage of vad.train (vad.pixel_eval): the error-map hook,
+"""Pixel-level metrics in vad.evaluate and the test stage of vad.train (vad.evaluation.pixel.evaluation): the error-map hook,
 metrics.json's "pixel" block checked against maps computed here from the fixture's frames, the null block of datasets
 without masks, and the merge of several processes' statistics."""
 
@@ -22,16 +22,16 @@ from sklearn.metrics import roc_auc_score
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from raw_fixtures import RawFixture, write_ucsd
-from vad import losses
+from vad.app.evaluate import evaluate
+from vad.app.train import train
 from vad.data.index import MaskSource
 from vad.errors import ConfigError
-from vad.evaluate import evaluate
+from vad.evaluation.pixel.evaluation import PixelEvaluation, PixelSettings, settings_from_config
+from vad.evaluation.pixel.metrics import region_track_criteria, resize_maps
+from vad.methods import losses
 from vad.methods.base import VADModule
 from vad.methods.copy_last import CopyLast
 from vad.methods.ffp import FFP
-from vad.pixel_eval import PixelEvaluation, PixelSettings, settings_from_config
-from vad.pixel_metrics import region_track_criteria, resize_maps
-from vad.train import train
 
 WORKING = (20, 30)  # the working size (H, W); the fixture's frames and masks are 16x24
 CLIP_LEN = 2  # copy-last predicts frame t by frame t - 1: every frame but the first of each video is scored

@@ -13,7 +13,7 @@ from raw_fixtures import write_image, write_vol_label
 from vad.data.index import FrameSource, MaskSource, Video
 from vad.data.labels import mask_images
 from vad.errors import DataError
-from vad.pixel_metrics import (
+from vad.evaluation.pixel.metrics import (
     PixelROC,
     RegionTrackCriteria,
     fp_curve_area,

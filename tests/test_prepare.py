@@ -24,11 +24,11 @@ from raw_fixtures import (
     write_video,
 )
 from vad import config_dir
+from vad.app.prepare import prepare, run
 from vad.data.frames import iter_frames, iter_video, read_image
 from vad.data.labels import load_masks
 from vad.data.layout import open_dataset
 from vad.errors import ConfigError, DataError
-from vad.prepare import prepare, run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,14 +13,14 @@ from torch.utils.data import DataLoader
 
 from hydra_runs import hydra_job, tiny_synthetic
 from moving_blobs import BlobClips, moving_blobs
-from vad import scoring
+from vad.app.train import train
 from vad.data.clips import collate_clips
 from vad.errors import ConfigError
+from vad.evaluation import protocol as scoring
 from vad.flow import LucasKanade
 from vad.methods.pseudo_anomaly import PseudoAnomaly
 from vad.nets.classifier import FrameClassifier
 from vad.nets.vgg19 import VGG19Features, perceptual_loss, vgg19_layers
-from vad.train import train
 
 TINY = {
     "generator": {"features": 4, "depth": 2},

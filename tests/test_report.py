@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from vad.panels import SampleGrid
-from vad.report import (
+from vad.evaluation.protocol import ProtocolResult, VideoSignals, evaluate
+from vad.reporting.panels import SampleGrid
+from vad.reporting.report import (
     format_comparison,
     format_summary,
     plot_roc,
@@ -23,7 +24,6 @@ from vad.report import (
     write_report,
     write_scores_csv,
 )
-from vad.scoring import ProtocolResult, VideoSignals, evaluate
 
 FULL_LABELS = {"01": np.array([1, 0, 0, 1, 1], np.uint8), "02": np.array([0, 0, 1, 1], np.uint8)}
 

@@ -20,7 +20,7 @@ import torch
 
 from hydra_runs import hydra_job, tiny_synthetic
 from vad import config_dir
-from vad.train import train
+from vad.app.train import train
 
 CPU_PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("*_ped2_cpu*.yaml"))
 #: what differs between two runs by construction: where and when they ran

@@ -12,11 +12,11 @@ from hydra_runs import hydra_job, tiny_synthetic
 from moving_blobs import moving_blobs
 from recurrent_checks import first_frame_matters
 from test_resume import RESUMABLE, assert_same_training_state
-from vad import losses
+from vad.app.train import train
 from vad.errors import ConfigError
+from vad.methods import losses
 from vad.methods.rgan import RGAN
 from vad.nets.rgan import RecurrentUNet
-from vad.train import train
 
 TINY_G = {"features": 4, "depth": 2, "hidden": [4, 4]}
 TINY_D = {"features": [4, 8, 8, 8]}

@@ -10,10 +10,10 @@ import torch
 from hydra_runs import hydra_job, tiny_synthetic
 from moving_blobs import moving_blobs
 from recurrent_checks import first_frame_matters
+from vad.app.train import train
 from vad.methods.rgan_latent import RGANLatent
 from vad.nets.autoencoder import RecurrentAutoencoder
 from vad.nets.rgan import add_change
-from vad.train import train
 
 TINY_G = {"features": 4, "depth": 2, "latent": 4}
 TINY_RGAN_LATENT = [

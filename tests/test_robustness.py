@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
-from vad.build import build_model, build_trainer
+from vad.app.build import build_model, build_trainer
+from vad.app.cli import check_run_folder
+from vad.app.train import train
 from vad.checkpoint_io import AtomicCheckpointIO
-from vad.cli import check_run_folder
 from vad.errors import ConfigError
 from vad.methods.base import NonFiniteLossError
-from vad.train import train
 from wandb_records import offline_runs
 
 

@@ -12,12 +12,12 @@ import torch
 from hydra_runs import hydra_job, tiny_synthetic
 from moving_blobs import moving_blobs
 from recurrent_checks import first_frame_matters
-from vad import losses
+from vad.app.train import train
 from vad.errors import ConfigError
+from vad.methods import losses
 from vad.methods.rvae import RVAE, kl_per_pixel
 from vad.nets.rgan import add_change
 from vad.nets.vae import RecurrentVAE
-from vad.train import train
 
 TINY_G = {"features": 4, "blocks": [1, 1], "latent": 2, "hidden": [4]}
 TINY_RVAE = [

@@ -16,17 +16,17 @@ import torch
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
 from vad import precision
-from vad import stream as stream_module
-from vad.build import model_from_checkpoint
-from vad.calibrate import calibrate
-from vad.calibration import Calibration, CausalSmoother, causal_kernel, causal_smooth, events
+from vad.app.build import model_from_checkpoint
+from vad.app.calibrate import calibrate
+from vad.app.evaluate import _with_checkpoint_choices, evaluate
+from vad.app.export import FILE_NAMES, export
+from vad.app.score import score
+from vad.app.train import train
 from vad.errors import ConfigError, DataError
-from vad.evaluate import _with_checkpoint_choices, evaluate
-from vad.export import FILE_NAMES, export
-from vad.exported import ExportedDetector
-from vad.score import score
-from vad.stream import StreamScorer, iterable_source, open_inputs
-from vad.train import train
+from vad.evaluation.calibration import Calibration, CausalSmoother, causal_kernel, causal_smooth, events
+from vad.inference import stream as stream_module
+from vad.inference.exported import ExportedDetector
+from vad.inference.stream import StreamScorer, iterable_source, open_inputs
 
 #: FFP's raw signals (its scores.csv columns)
 SIGNALS = ("psnr", "patch_max", "intensity_error", "gradient_error")
@@ -247,7 +247,7 @@ def test_bf16_scoring_runs_under_autocast_close_to_float32_and_bad_precisions_ar
         got, want = (np.array([float(r[signal]) for r in rows]) for rows in (bf16, fp32))
         assert not np.array_equal(got, want), f"{signal}: bf16 scoring gave float32's values: no autocast ran"
         np.testing.assert_allclose(got, want, rtol=0.05, err_msg=signal)
-    with pytest.raises(ConfigError, match=r"^precision=fp16 is not one of \['32-true', 'bf16-mixed'\]"):
+    with pytest.raises(ConfigError, match=r"^precision=fp16 is not one of \['32-true', 'bf16-mixed', 'auto'\]"):
         score(hydra_job("score", [f"ckpt_path={trained['ckpt']}", f"input={video}", "precision=fp16"],
                         tmp_path / "p", tmp_path))  # fmt: skip
     export(hydra_job("export", [f"ckpt_path={trained['ckpt']}", "format=torchscript"], tmp_path / "e", tmp_path))

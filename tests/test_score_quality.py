@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from hydra_runs import hydra_job
-from vad.calibrate import calibrate
-from vad.score import score
-from vad.train import train
+from vad.app.calibrate import calibrate
+from vad.app.score import score
+from vad.app.train import train
 
 FPR = 0.01
 

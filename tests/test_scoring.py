@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vad.errors import ConfigError
-from vad.scoring import (
+from vad.evaluation.protocol import (
     FrameRecord,
     VideoSignals,
     check_weights,

@@ -16,8 +16,8 @@ from hydra.utils import get_class
 
 from hydra_runs import TINY_FFP, tiny_dataset, tiny_synthetic
 from vad import config_dir
-from vad import train as train_module
-from vad.runs import load_sweep
+from vad.app import train as train_module
+from vad.app.runs import load_sweep
 from wandb_records import offline_runs
 
 FAST = ["model.loss.flow=0", "trainer.max_steps=2"]  # the flow estimator is not what these tests are about

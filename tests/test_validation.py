@@ -16,10 +16,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
-from vad.callbacks import BestValCheckpoint
+from vad.app.callbacks import BestValCheckpoint
+from vad.app.train import train
 from vad.data.synthetic import generate
 from vad.errors import ConfigError
-from vad.train import train
 
 VAL = ["dataset.val_videos=1", "trainer.val_check_interval=2", "trainer.check_val_every_n_epoch=null"]
 SYNTHETIC = {"num_train": 2, "num_test": 2, "frames_per_video": 36, "size": [32, 32]}

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
+from vad.app.train import train
 from vad.errors import ConfigError
-from vad.tracking import has_wandb_credentials, wandb_mode
-from vad.train import train
+from vad.reporting.tracking import has_wandb_credentials, wandb_mode
 from wandb_records import offline_runs
 
 

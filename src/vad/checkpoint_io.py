@@ -1,6 +1,6 @@
 """Checkpoint files written atomically: a killed or failing save never leaves a partial ``.ckpt``.
 
-    trainer = L.Trainer(plugins=[AtomicCheckpointIO()])     (vad.build.build_trainer always adds it)
+    trainer = L.Trainer(plugins=[AtomicCheckpointIO()])     (vad.app.build.build_trainer always adds it)
 
 Lightning's own save stages the file in the system temp folder and moves it into place; when that folder is on
 another file system (a tmpfs /tmp, a node-local disk) the move is a copy, and a run killed during the copy leaves a
@@ -29,7 +29,7 @@ from torch import nn
 
 from vad.errors import ConfigError
 from vad.nets.state import compare_state
-from vad.report import atomic_path
+from vad.reporting.report import atomic_path
 
 _EXAMPLES = 2  # keys named per kind of mismatch
 

@@ -112,7 +112,7 @@ TEST_SELECTED = (
 
 def objective(ret: JobReturn, metric: str) -> tuple[float | None, str | None]:
     """(value, None) for a job that returned a finite ``metric``; (None, why) otherwise."""
-    from vad.runs import FAILED
+    from vad.app.runs import FAILED
 
     if ret.status != JobStatus.COMPLETED:
         return None, f"the job raised {ret._return_value!r}"
@@ -244,7 +244,7 @@ def write_study_summary(study: Any, metric: str, path: Path) -> Path:
     """Markdown: the best trial (value, parameters, job folder) and a table of every trial of the study."""
     import optuna
 
-    from vad.report import atomic_path, format_comparison
+    from vad.reporting.report import atomic_path, format_comparison
 
     trials = study.get_trials(deepcopy=False)
     rows = [

@@ -44,7 +44,7 @@ _CENTRE = np.float32(127.5)
 _SCALE = np.float32(1 / 127.5)
 
 #: the batch entries that hold frames: uint8 from the loaders, converted by :func:`frames_to_float` where the method
-#: runs (``target``: the normal frame a pseudo-anomalous clip is trained towards, :mod:`vad.pseudo.plugins`)
+#: runs (``target``: the normal frame a pseudo-anomalous clip is trained towards, :mod:`vad.data.pseudo.plugins`)
 FRAME_KEYS = ("frames", "target")
 
 

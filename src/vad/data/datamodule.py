@@ -12,8 +12,8 @@ Any layout :func:`vad.data.layout.open_dataset` reads works; a missing root is g
 ``prepare_data`` (rank 0) generates the synthetic set if asked and decodes every video once into the cache;
 ``setup`` indexes the dataset, splits ``val_videos`` training videos off for validation (chosen by ``seed``; model
 selection never looks at the test set) and builds the clip datasets. The held-out videos become a labelled
-validation set by injected pseudo-anomalies (``val_pseudo``, :mod:`vad.pseudo.validation`); ``pseudo`` turns
-training clips into pseudo-anomalies with some probability (:mod:`vad.pseudo.plugins`).
+validation set by injected pseudo-anomalies (``val_pseudo``, :mod:`vad.data.pseudo.validation`); ``pseudo`` turns
+training clips into pseudo-anomalies with some probability (:mod:`vad.data.pseudo.plugins`).
 
 Data order: the training order of epoch ``e`` is a permutation drawn from ``(seed, e)`` (:class:`EpochShuffle`), and
 the training loader (:class:`ResumableLoader`) reports the epoch and the batches it has handed out, which Lightning
@@ -41,9 +41,9 @@ from vad.data.flows import FlowCache
 from vad.data.frames import INTERPOLATIONS
 from vad.data.index import DatasetIndex, MaskSource, Video
 from vad.data.layout import open_dataset
+from vad.data.pseudo.plugins import PseudoClips
+from vad.data.pseudo.validation import PseudoValidationClips
 from vad.errors import ConfigError, DataError
-from vad.pseudo.plugins import PseudoClips
-from vad.pseudo.validation import PseudoValidationClips
 
 DEFAULT_CACHE_DIR = Path(".cache") / "frames"
 
@@ -75,7 +75,7 @@ class EpochShuffle(DistributedSampler):
         indices = list(super().__iter__())
         start, self.start = self.start, 0
         if getattr(self.dataset, "epoch_keyed", False):
-            # a dataset whose items depend on the epoch (vad.pseudo.plugins.PseudoClips) gets (epoch, index) keys
+            # a dataset whose items depend on the epoch (vad.data.pseudo.plugins.PseudoClips) gets (epoch, index) keys
             return iter([(self.epoch, i) for i in indices[start:]])
         return iter(indices[start:])
 
@@ -305,7 +305,7 @@ class VideoDataModule(L.LightningDataModule):
     CALIBRATION_TAIL = 0.1
 
     def calibration_dataloader(self) -> tuple[DataLoader, str]:
-        """Normal frames not trained on, to calibrate scores (``vad.calibration``), and what they are: the held-out
+        """Normal frames not trained on, to calibrate scores (``vad.evaluation.calibration``), and what they are: the held-out
         validation videos' ORIGINAL frames (no injected pseudo-anomaly) when there are some, else the last
         :attr:`CALIBRATION_TAIL` of each training video's clips (trained on: their scores run low, so the
         thresholds are optimistic; hold videos out with ``dataset.val_videos`` for honest ones)."""
@@ -342,7 +342,7 @@ class VideoDataModule(L.LightningDataModule):
     @property
     def test_masks(self) -> list[MaskSource | None]:
         """The pixel masks of every test video (in the order of :attr:`test_videos`), None for a video without;
-        read with :func:`vad.pixel_metrics.read_masks`."""
+        read with :func:`vad.evaluation.pixel.metrics.read_masks`."""
         return [v.masks for v in self._ready(self.test_dataset, "test").videos]
 
     @property

@@ -6,7 +6,7 @@ come from the flow-target cache (:mod:`vad.data.flows`; OpenCV DIS by default, `
 FlowNet2-SD as in the paper). A PatchGAN discriminator sees [frame, flow]; the generator loss is
 0.25 adv + intensity + gradient + 2 L1(flow), Adam G 2e-4, D 2e-5, betas (0.5, 0.9).
 
-Score (the max-patch score, :func:`vad.scoring.max_patch` / :func:`vad.scoring.patch_score`): per frame the window
+Score (the max-patch score, :func:`vad.evaluation.protocol.max_patch` / :func:`vad.evaluation.protocol.patch_score`): per frame the window
 (16x16, stride 4 in the paper at 128x192) with the largest flow error, the intensity error in that window, and
 S = log(w_F S_F) + lambda_S log(w_I S_I) with w the inverse means of S_F and S_I over the normal training frames,
 computed once after training and stored in the checkpoint (``training_means``), lambda_S = 0.2. The signals
@@ -27,11 +27,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels, scoring
 from vad.errors import ConfigError
+from vad.evaluation import protocol as scoring
 from vad.flow import FlowEstimator
+from vad.methods import losses
 from vad.methods.base import Clip, FramePredictor, FrozenNet, Prediction, VADModule
 from vad.nets.amc import AMCNet
+from vad.reporting import panels
 
 #: the estimator of the flow targets (cached once per dataset; need not be differentiable)
 FLOW_TARGETS = FrozenNet(
@@ -50,7 +52,7 @@ def require_flows(module: VADModule, clip: Clip) -> torch.Tensor:
     if clip.flows is None:
         raise RuntimeError(
             f"{type(module).__name__} needs flow targets in its batches: build the datamodule with "
-            "vad.build.build_datamodule(cfg, model) (or call datamodule.request(model.clip_requests()))"
+            "vad.app.build.build_datamodule(cfg, model) (or call datamodule.request(model.clip_requests()))"
         )
     return clip.flows
 

@@ -30,11 +30,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels, scoring
 from vad.errors import ConfigError
+from vad.evaluation import protocol as scoring
+from vad.methods import losses
 from vad.methods.amc import FLOW_TARGETS, PATCH_DEFAULTS, PATCH_SIGNALS, patch_signals, require_flows
 from vad.methods.base import Clip, FrozenNet, VADModule
 from vad.nets.amc import CoMemoryNet, CoMemoryOutput
+from vad.reporting import panels
 
 MOTION_TARGETS = ("next", "observed")
 

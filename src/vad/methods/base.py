@@ -6,7 +6,7 @@ optional LSGAN PatchGAN discriminator) and declares what it is:
 - ``signals``: the per-frame signals it emits (``psnr``, ``feature_distance``, ...);
 - ``loss_terms``: the terms ``model.loss`` may weight; an unknown term is refused with the valid ones listed;
 - ``frozen_nets``: named auxiliary nets it takes (a flow estimator for a loss, a feature extractor, ...), each built
-  by ``vad.build`` from a config group and held here outside the module tree (:class:`FrozenNet`);
+  by ``vad.app.build`` from a config group and held here outside the module tree (:class:`FrozenNet`);
 - ``task``: ``prediction`` (t = clip_len - 1 input frames, the last frame is the target) or ``reconstruction``
   (clip_len 1); :meth:`VADModule.split_clip` cuts every clip the same way for every method.
 
@@ -14,9 +14,9 @@ and implements
 
 - ``training_step`` (a FramePredictor implements ``forward_clip`` and ``generator_terms`` instead);
 - ``predict(batch) -> (N, C, H, W)``: its output for the target frames; the default signal is the PSNR of it
-  (``frame_signals``), the default sample panels show it (``sample_panels``, see ``vad.panels``) and the default
+  (``frame_signals``), the default sample panels show it (``sample_panels``, see ``vad.reporting.panels``) and the default
   per-pixel error map is its squared error against ``output_target`` (``error_maps``, for the pixel-level metrics of
-  ``vad.pixel_eval``);
+  ``vad.evaluation.pixel.evaluation``);
 - when its state evolves during the test (MNAD's memory), ``on_test_video_start(video_id)`` and
   ``test_signals(batch)``: the test loop hands over each batch one video at a time, in frame order.
 
@@ -26,8 +26,8 @@ batches outside the Trainer, so every step sees float frames), the per-iteration
 validation on held-out normal videos with injected pseudo-anomalies (``val/auc_micro``, ``val/auc_macro`` under the
 test's protocol), the training pseudo-anomaly objectives (:meth:`VADModule.training_clip`,
 :meth:`VADModule.split_pseudo`), the test loop that collects every test frame's signals exactly once (also under DDP)
-and, when the test videos have pixel masks, their error maps for the pixel-level metrics (``vad.pixel_eval``), and the
-scoring protocol (``vad.scoring``) that turns them into metrics. No method needs ``if method == ...`` branches here.
+and, when the test videos have pixel masks, their error maps for the pixel-level metrics (``vad.evaluation.pixel.evaluation``), and the
+scoring protocol (``vad.evaluation.protocol``) that turns them into metrics. No method needs ``if method == ...`` branches here.
 """
 
 from __future__ import annotations
@@ -47,15 +47,17 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
-from vad import losses, panels, scoring
-from vad.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
-from vad.calibration import Calibration
 from vad.data.clips import FRAME_KEYS, frames_to_float
 from vad.errors import ConfigError, VadError
+from vad.evaluation import protocol as scoring
+from vad.evaluation.calibration import CHECKPOINT_KEY as CALIBRATION_KEY
+from vad.evaluation.calibration import Calibration
+from vad.methods import losses
 from vad.nets.patch_discriminator import PatchDiscriminator
+from vad.reporting import panels
 
 if TYPE_CHECKING:
-    from vad.pixel_eval import PixelEvaluation
+    from vad.evaluation.pixel.evaluation import PixelEvaluation
 
 # VADModule converts its batches in on_after_batch_transfer (prepare_batch), which Lightning tells about on every run
 # given a datamodule ("It will use the implementation from `LightningModule` instance"): that is the intent.
@@ -156,7 +158,7 @@ class FrozenNet:
     """An auxiliary frozen net a method takes, declared in its ``frozen_nets`` under the name it uses.
 
     Args:
-        group: the config group (top-level config key) ``vad.build`` builds it from, e.g. ``flow``.
+        group: the config group (top-level config key) ``vad.app.build`` builds it from, e.g. ``flow``.
         what: what it is, for messages ("flow estimator").
         terms: the loss terms that use it: with a non-zero weight on one of them the net is required.
         gradient: those terms backpropagate through the net into the method's output, so a net that is not
@@ -201,8 +203,8 @@ class VADModule(L.LightningModule):
         clip_len: frames per item: the method's input frames plus the target frame (1 for reconstruction).
         loss: flat mapping term -> weight over ``loss_terms`` (default ``default_loss``); a 0 weight skips the term,
             every computed term is logged unweighted.
-        score: signed fusion weights of the per-frame signals (see ``vad.scoring.fuse``; default ``default_score``).
-        frozen: the auxiliary frozen nets by name (see ``frozen_nets``), as ``vad.build`` hands them over. They are
+        score: signed fusion weights of the per-frame signals (see ``vad.evaluation.protocol.fuse``; default ``default_score``).
+        frozen: the auxiliary frozen nets by name (see ``frozen_nets``), as ``vad.app.build`` hands them over. They are
             held outside the module tree: not saved in checkpoints, not seen by DDP, never optimised, and moved
             with the module by ``.to()``.
         task: ``prediction`` or ``reconstruction`` (default: the class's ``task``); decides the valid clip lengths.
@@ -234,7 +236,7 @@ class VADModule(L.LightningModule):
     #: weights w = 1 / mean error); see :meth:`training_quantities` and :meth:`compute_training_means`
     training_mean_names: tuple[str, ...] = ()
     #: sigma in frames of the temporal Gaussian applied to each signal before the per-video normalisation in
-    #: validation and test (``model.smoothing``, set by ``vad.build.build_model`` for every method; 0: none)
+    #: validation and test (``model.smoothing``, set by ``vad.app.build.build_model`` for every method; 0: none)
     smoothing: float = 0.0
 
     def __init__(
@@ -266,11 +268,11 @@ class VADModule(L.LightningModule):
         self._test_records: list[dict[str, np.ndarray]] = []
         self._test_video: int | None = None
         self.test_result: scoring.ProtocolResult | None = None
-        #: the last test scored as a stream (``vad.build.calibrated_metrics``; set by ``vad.build.test_and_report``)
+        #: the last test scored as a stream (``vad.app.build.calibrated_metrics``; set by ``vad.app.build.test_and_report``)
         self.test_calibrated: dict[str, Any] | None = None
-        #: set by ``vad.build.test_and_report`` for the test it runs: collects the error maps of the test frames
+        #: set by ``vad.app.build.test_and_report`` for the test it runs: collects the error maps of the test frames
         self.pixel_evaluation: PixelEvaluation | None = None
-        #: the signals' distribution on held-out normal frames (``vad.calibration``), saved in checkpoints
+        #: the signals' distribution on held-out normal frames (``vad.evaluation.calibration``), saved in checkpoints
         self.calibration: Calibration | None = None
         self._val_records: list[dict[str, np.ndarray]] = []
         #: the protocol result of the last validation epoch on the pseudo-anomaly validation set
@@ -396,7 +398,7 @@ class VADModule(L.LightningModule):
 
     def training_clip(self, batch: Mapping[str, Any]) -> Clip:
         """:meth:`split_clip` of a training batch, with the target a pseudo-anomaly plug-in sets (``batch["target"]``:
-        the normal frame a pseudo-anomalous clip is trained towards, see :mod:`vad.pseudo.plugins`)."""
+        the normal frame a pseudo-anomalous clip is trained towards, see :mod:`vad.data.pseudo.plugins`)."""
         clip = self.clip_of(batch)
         target = batch.get("target")
         return clip if target is None else clip._replace(target=target.to(clip.target.dtype))
@@ -428,7 +430,7 @@ class VADModule(L.LightningModule):
         return -(weight * torch.minimum(error, bound)).mean()
 
     def clip_requests(self) -> dict[str, Any]:
-        """What the method's clips must carry besides the frames, for the datamodule (``vad.build`` hands it over
+        """What the method's clips must carry besides the frames, for the datamodule (``vad.app.build`` hands it over
         before the data is prepared): ``{"flows": estimator}`` gives every item ``flows``, the flow targets of that
         estimator between the clip's consecutive frames, computed once into the flow cache (:mod:`vad.data.flows`).
         Nothing by default."""
@@ -490,7 +492,7 @@ class VADModule(L.LightningModule):
         size, or None when the method has no meaningful map (then no pixel-level metric is computed).
 
         By default the squared error of :meth:`predict` against :meth:`output_target`, mean over the channels
-        (:func:`vad.losses.squared_error_map`, whose pixel mean is the MSE of the PSNR signal); None for a method
+        (:func:`vad.methods.losses.squared_error_map`, whose pixel mean is the MSE of the PSNR signal); None for a method
         without a frame output (no ``predict``). A method whose score rests on another map overrides this (and
         ``error_map_description``). The test loop calls it before :meth:`test_signals` on the same frames, so a
         method with test-time state sees the state at the start of the batch.
@@ -507,7 +509,7 @@ class VADModule(L.LightningModule):
         return self.test_signals(batch), maps
 
     def sample_panels(self, batch: Mapping[str, Any]) -> dict[str, panels.Panel]:
-        """Named panels of a batch for the sample grids (``vad.panels``); by default the last input frame, the
+        """Named panels of a batch for the sample grids (``vad.reporting.panels``); by default the last input frame, the
         output of :meth:`predict`, the target and the error map. A method adds its own (flows, memories, ...)."""
         clip = self.split_clip(batch["frames"])
         prediction = self.predict(batch)

@@ -23,10 +23,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels, scoring
+from vad.evaluation import protocol as scoring
 from vad.flow import FlowEstimator
+from vad.methods import losses
 from vad.methods.base import Clip, FramePredictor, FrozenNet, Prediction
 from vad.nets import UNet
+from vad.reporting import panels
 
 #: a differentiable flow estimator whose gradient a flow term needs (FFP's, and any method with a flow loss)
 FLOW_FOR_LOSS = FrozenNet(
@@ -56,7 +58,7 @@ class FFP(FramePredictor):
         patch: ``window`` (default 16) and ``stride`` (default 4) in pixels of the ``patch_max`` signal: the mean
             squared error of the prediction (on the [0, 1] scale of the PSNR, channels averaged) in each ``window`` x
             ``window`` patch taken every ``stride`` pixels without padding, and its maximum over the patches (see
-            ``vad.scoring.max_patch``). The window must fit in the frame.
+            ``vad.evaluation.protocol.max_patch``). The window must fit in the frame.
         frozen: ``{"flow": estimator}``, a differentiable ``vad.flow`` estimator, required when the flow weight is
             not 0 (config group ``flow``).
         grad_clip: max gradient norm per optimiser step.

@@ -13,7 +13,7 @@ a (1 - g(PSNR)) + (1 - a) g(D), g the per-video min-max, is the fusion ``{psnr: 
 Test time (``test_memory``): the test starts from the trained memory and processes the frames in order, one at a
 time, exactly like the reference's batch-1 loop whatever ``dataset.eval_batch_size`` is (the encoder still runs on
 the whole batch; only the memory read and the decoder go frame by frame). After a frame is scored, the memory is
-updated with its queries when its weighted regular score (``vad.losses.weighted_regular_score``) is below ``gamma``.
+updated with its queries when its weighted regular score (``vad.methods.losses.weighted_regular_score``) is below ``gamma``.
 ``between_videos: carry`` keeps one memory across the test videos in test order, as the reference does; ``reset``
 restarts every test video from the trained memory, so a video's scores do not depend on the videos before it. The
 test memory is a copy: the trained memory (and the checkpoint) never change at test time.
@@ -34,10 +34,11 @@ from typing import Any, ClassVar
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from vad import losses, panels
 from vad.errors import ConfigError
+from vad.methods import losses
 from vad.methods.base import VADModule
 from vad.nets import Memory, MemoryRead, MNADDecoder, MNADEncoder
+from vad.reporting import panels
 
 ANNEALING = ("step", "epoch", "none")
 BETWEEN_VIDEOS = ("carry", "reset")

@@ -36,14 +36,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels
 from vad.errors import ConfigError
 from vad.flow import FlowEstimator
+from vad.methods import losses
 from vad.methods.base import Clip, FrozenNet, VADModule, multistep_schedulers
 from vad.methods.ffp import FLOW_FOR_LOSS
 from vad.nets import PatchDiscriminator, UNet
 from vad.nets.classifier import FrameClassifier
 from vad.nets.vgg19 import VGG19Features, perceptual_loss
+from vad.reporting import panels
 
 #: terms of both branches that compare the prediction with the target's appearance
 APPEARANCE = ("intensity", "gradient", "perceptual")
@@ -65,7 +66,7 @@ class PseudoAnomaly(VADModule):
             before the negative weight: the inversion stops pushing once the error reaches it.
         optim: ``lr_g``, ``lr_d``, ``lr_c``, ``momentum_c``, ``betas``, ``milestones`` (iterations), ``gamma``.
         score: fusion weights of ``psnr`` and ``abnormal_probability``.
-        frozen: ``{"flow": estimator, "perceptual": VGG19Features}`` as ``vad.build`` hands them over.
+        frozen: ``{"flow": estimator, "perceptual": VGG19Features}`` as ``vad.app.build`` hands them over.
     """
 
     signals = ("psnr", "abnormal_probability")
@@ -218,7 +219,7 @@ class PseudoAnomaly(VADModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         opts = self._optimizers()
         # Items of a pseudo-anomaly plug-in with the negative objective give the normal branch only the bounded
-        # negative term (vad.pseudo.plugins); the branches and the classifier train on the others.
+        # negative term (vad.data.pseudo.plugins); the branches and the classifier train on the others.
         usual, negative = self.split_pseudo(batch)
         inverse = None
         if negative is not None:

@@ -29,10 +29,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels
 from vad.errors import ConfigError
+from vad.methods import losses
 from vad.methods.base import Clip, FramePredictor, Prediction
 from vad.nets.rgan import RecurrentUNet
+from vad.reporting import panels
 
 #: the terms of the per-frame prediction loss (the score), as opposed to the adversarial term; ``intensity`` (the
 #: squared error, FFP's term) is not in the paper's loss and is off by default

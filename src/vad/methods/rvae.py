@@ -28,10 +28,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vad import losses, panels
 from vad.errors import ConfigError
+from vad.methods import losses
 from vad.methods.base import Clip, FramePredictor, Prediction
 from vad.nets.vae import RecurrentVAE
+from vad.reporting import panels
 
 
 def kl_per_pixel(mu: torch.Tensor, logvar: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 ``vad.evaluate`` and the test stage of ``vad.train`` hand a :class:`PixelEvaluation` to the test loop
 (``build.test_and_report``); the loop gives it the error map of every scored frame (:meth:`VADModule.error_maps`,
 higher = more anomalous, at the working size) and, at the end of the test, it computes (definitions in
-:mod:`vad.pixel_metrics`):
+:mod:`vad.evaluation.pixel.metrics`):
 
 - ``auc``: the pixel AUC over every pixel of every scored frame; ``auc_anomalous_frames``: over the frames whose mask
   holds an anomaly (the background of the normal frames left out);
@@ -19,14 +19,14 @@ higher = more anomalous, at the working size) and, at the end of the test, it co
 Nothing is computed (``block`` None, ``reason`` says why) unless every scored test video has pixel masks (UCSD
 ``TestNNN_gt``, Avenue ``volLabel``, ShanghaiTech ``test_pixel_mask``, FFP-layout ``testing/test_pixel_mask`` or
 ``testing/masks``) and the method gives a map. Maps are compared with the masks at the masks' size
-(:func:`~vad.pixel_metrics.resize_maps`, bilinear), on the scored frames only: the first frames of each video that
+(:func:`~vad.evaluation.pixel.metrics.resize_maps`, bilinear), on the scored frames only: the first frames of each video that
 have no prediction are left out of maps and masks alike.
 
 Memory, disk and time: during the test each map is appended, float32 at the working size, to a file per video in a
 temporary folder of the run folder (removed at the end): the disk holds the test's maps (Avenue at 256x256: 15324
 frames, 4 GB). At the end each video is read back alone, twice: resized chunk by chunk for the pixel AUC, the UCSD
 scores and the range of the resized maps; then resized into a second file at the mask size for RBDC / TBDC, whose
-thresholds span that range (as :func:`~vad.pixel_metrics.region_track_criteria` with a threshold count). What stays
+thresholds span that range (as :func:`~vad.evaluation.pixel.metrics.region_track_criteria` with a threshold count). What stays
 in memory is the pixel-AUC histogram (``pixel_bins`` x 16 bytes), the per-frame UCSD scores and one video's masks
 and connected-component labels (RBDC's tracks span a video: roughly 10 bytes per mask pixel of the longest video,
 about 3 GB for Avenue's 1439 frames at 360x640). RBDC / TBDC dominate the time: one connected-component labelling per
@@ -60,7 +60,7 @@ import torch
 
 from vad.data.index import MaskSource
 from vad.errors import ConfigError, VadError
-from vad.pixel_metrics import (
+from vad.evaluation.pixel.metrics import (
     PixelROC,
     RegionTrackCriteria,
     frame_criterion,
@@ -74,7 +74,7 @@ from vad.pixel_metrics import (
 UCSD_COVERAGE = 0.4
 RBDC_BETA = 0.1
 TBDC_ALPHA = 0.1
-#: maps are brought to the masks' size with this interpolation of :func:`vad.pixel_metrics.resize_maps`
+#: maps are brought to the masks' size with this interpolation of :func:`vad.evaluation.pixel.metrics.resize_maps`
 INTERPOLATION = "linear"
 #: the reason recorded when no scored test video has masks
 NO_MASKS = "the test videos have no pixel masks"

@@ -3,7 +3,7 @@
     <run_dir>/                 (the caller's folder, e.g. Hydra's run directory)
       scores.csv               video, frame, label, score, <one column per signal, raw values>
       metrics.json             micro/macro AUC, EER, AP, raw AUC, per-video AUCs, counts, protocol + run metadata
-                               (with pixel masks, the pixel-level metrics under "pixel": see vad.pixel_eval)
+                               (with pixel masks, the pixel-level metrics under "pixel": see vad.evaluation.pixel.evaluation)
       score_curves.png         per-video anomaly score, ground-truth anomalous ranges shaded
       roc.png                  the micro ROC curve
       samples.png              the method's sample panels (frames, predictions, flows, error maps), when given
@@ -37,9 +37,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import vad
-from vad.panels import SampleGrid
+from vad.evaluation.protocol import ProtocolResult, VideoSignals, group_columns
 from vad.precision import cpu_bf16_units
-from vad.scoring import ProtocolResult, VideoSignals, group_columns
+from vad.reporting.panels import SampleGrid
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def write_scores_csv(path: Path, result: ProtocolResult) -> Path:
 
 def read_scores_csv(path: Path) -> list[VideoSignals]:
     """The per-video raw signals of a ``scores.csv`` (:func:`write_scores_csv`), ready for
-    :func:`vad.scoring.evaluate` under another score, normalisation or smoothing: frames, labels (None when the
+    :func:`vad.evaluation.protocol.evaluate` under another score, normalisation or smoothing: frames, labels (None when the
     file has none) and every signal column, float64; the written fused ``score`` is left out."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -302,7 +302,7 @@ def plot_sample_grid(
     heatmaps: Collection[str] = ("error",),
 ) -> Path:
     """A grid of sample images, one row per sample, one column per key of the row's name -> image mapping (the
-    rows of a ``vad.panels.SampleGrid``).
+    rows of a ``vad.reporting.panels.SampleGrid``).
 
     Images are (H, W), (H, W, 1) or (H, W, 3) RGB in [-1, 1]; columns named in ``heatmaps`` are error maps >= 0,
     drawn with a colour map scaled to their own maximum. Every row must have the same columns. ``row_titles`` label
@@ -358,7 +358,7 @@ NO_LABELS = "none: nothing to evaluate against, so no AUC, EER or AP; scores.csv
 
 
 def _pixel_rows(pixel: Mapping[str, object] | str) -> list[tuple[str, str]]:
-    """The summary rows of the pixel-level metrics (``vad.pixel_eval``'s block), or one row saying why there are
+    """The summary rows of the pixel-level metrics (``vad.evaluation.pixel.evaluation``'s block), or one row saying why there are
     none."""
     if isinstance(pixel, str):
         return [("pixel level", f"not computed: {pixel}")]
@@ -376,7 +376,7 @@ def _pixel_rows(pixel: Mapping[str, object] | str) -> list[tuple[str, str]]:
 
 def _calibrated_rows(block: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The summary rows of the test scored as a stream (metrics.json's ``calibrated`` block, see
-    ``vad.build.calibrated_metrics``); none without an AUC (no labels)."""
+    ``vad.app.build.calibrated_metrics``); none without an AUC (no labels)."""
     if block.get("auc_micro") is None:
         return []
     sigma = float(block.get("smoothing") or 0.0)

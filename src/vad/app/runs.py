@@ -8,7 +8,7 @@
     run = load_run("logs/train/runs/<time>")         # run.metrics["auc_micro"], run.scores()["score"]
     print(format_comparison(summary_rows(load_sweep("logs/train/multiruns/<time>"))))
 
-The notebooks and the sweep summary (:class:`vad.sweep.SweepSummary`) read runs only through this module.
+The notebooks and the sweep summary (:class:`vad.app.sweep.SweepSummary`) read runs only through this module.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from vad.report import atomic_path, format_comparison
+from vad.reporting.report import atomic_path, format_comparison
 
 #: key of a failed multirun job's return value, and the file in its folder holding the error
 FAILED = "failed"

@@ -1,7 +1,7 @@
 """Instantiate the suite's components from a composed config, and run the test + report stage.
 
 The entry points (``vad.train``, ``vad.evaluate``) only compose, call these, and print. The report goes to the run
-folder and to every tracker of the trainer (``vad.tracking``).
+folder and to every tracker of the trainer (``vad.reporting.tracking``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from vad import precision, report, scoring, tracking
-from vad.callbacks import BestValCheckpoint, NonFiniteCheckpoint
+from vad import precision
+from vad.app.callbacks import BestValCheckpoint, NonFiniteCheckpoint
 from vad.checkpoint_io import AtomicCheckpointIO, check_fits
 from vad.errors import ConfigError, unwrapped_constructor_errors
+from vad.evaluation import protocol as scoring
+from vad.evaluation.pixel.evaluation import PixelEvaluation
 from vad.methods.base import FrozenNet, VADModule
-from vad.pixel_eval import PixelEvaluation
+from vad.reporting import report, tracking
 
 
 def resolve_precision(cfg: DictConfig, started: Mapping[str, Any] | None = None) -> str | None:
@@ -104,10 +106,10 @@ def build_datamodule(cfg: DictConfig, model: VADModule | None = None) -> L.Light
 
 def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True) -> L.Trainer:
     """The trainer of ``cfg.trainer`` with the loggers of ``cfg.logger`` and, for training (``with_callbacks``), the
-    callbacks of ``cfg.callbacks`` plus :class:`~vad.callbacks.NonFiniteCheckpoint`, which every training run has.
+    callbacks of ``cfg.callbacks`` plus :class:`~vad.app.callbacks.NonFiniteCheckpoint`, which every training run has.
     Checkpoints are written atomically (:class:`~vad.checkpoint_io.AtomicCheckpointIO`). With held-out validation
     videos (``dataset.val_videos``) the checkpoint of the best validation micro AUC is kept too
-    (:class:`~vad.callbacks.BestValCheckpoint`, what ``test_checkpoint=best_val`` tests). ``trainer.precision=auto``
+    (:class:`~vad.app.callbacks.BestValCheckpoint`, what ``test_checkpoint=best_val`` tests). ``trainer.precision=auto``
     is resolved for this machine (:func:`resolve_precision`)."""
     resolve_precision(cfg)  # trainer.precision=auto, when the entry point has not resolved it already
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
@@ -141,7 +143,7 @@ def test_and_report(
     """Test ``model`` (weights of ``ckpt_path`` when given), write the report into ``run_dir`` and publish it to the
     trainer's trackers (rank 0). ``meta`` is recorded in metrics.json with the checkpoint, the world size and the
     tracker runs, and the test's wall time (``test_seconds``). With ``pixel`` the test also measures the pixel-level
-    metrics (``vad.pixel_eval``), recorded as ``pixel`` (null when not computed, ``pixel_reason`` saying why)."""
+    metrics (``vad.evaluation.pixel.evaluation``), recorded as ``pixel`` (null when not computed, ``pixel_reason`` saying why)."""
     start = time.perf_counter()
     model.pixel_evaluation = pixel
     try:
@@ -182,7 +184,7 @@ def model_from_checkpoint(ckpt: Path, cfg: DictConfig) -> tuple[VADModule, DictC
     the commands that use a trained detector."""
     import torch
 
-    from vad.evaluate import saved_config
+    from vad.app.evaluate import saved_config
 
     saved = saved_config(ckpt)
     run_cfg = OmegaConf.create(saved["config"])
@@ -203,14 +205,14 @@ REPORTED_FPR = 0.01
 
 
 def calibrated_metrics(model: VADModule, result: Any) -> dict[str, Any]:
-    """The test scored as a stream would be (``vad.calibration``: no per-video min-max; each video's scores smoothed
+    """The test scored as a stream would be (``vad.evaluation.calibration``: no per-video min-max; each video's scores smoothed
     causally as the calibration says, as ``vad.score`` smooths an input's), beside the protocol's numbers: the micro
     AUC of the calibrated scores, and the precision / recall / false-alarm rate of the alerts at the threshold of a
     1% false-alarm rate on the calibration frames."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from vad.calibration import alert_metrics
+    from vad.evaluation.calibration import alert_metrics
 
     calibration = model.calibration
     assert calibration is not None

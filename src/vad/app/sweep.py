@@ -4,7 +4,7 @@
     -> logs/train/multiruns/<time>/sweep_summary.{md,csv}: job, varied overrides, status, metrics, error
 
 :class:`SweepSummary` is a Hydra callback (``conf/hydra/default.yaml`` registers it for every entry point); it works
-with every sweeper and launcher, since it only reads the job folders (``vad.runs``) once the sweep has returned.
+with every sweeper and launcher, since it only reads the job folders (``vad.app.runs``) once the sweep has returned.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vad import runs
-from vad.report import format_comparison
+from vad.app import runs
+from vad.reporting.report import format_comparison
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ A run never writes into a folder that holds another run: a folder named on the c
 every job checks its own folder again (:func:`check_fresh`).
 
 In a multirun a failing job does not stop the sweep: its error goes to its log and ``error.txt``
-(:func:`vad.runs.record_failure`), the job returns ``{"failed": <message>}``, the sweep summary lists it, and the
-sweep exits with status 1 at the end (:class:`vad.sweep.SweepSummary`). A single run that fails keeps its folder and
+(:func:`vad.app.runs.record_failure`), the job returns ``{"failed": <message>}``, the sweep summary lists it, and the
+sweep exits with status 1 at the end (:class:`vad.app.sweep.SweepSummary`). A single run that fails keeps its folder and
 records why in the same ``error.txt`` (and in its log), so no run folder is left without a result or a reason; a
 failure that is about the folder itself (it holds another run) writes nothing there.
 
@@ -404,7 +404,7 @@ def _record_single_failure(exc: BaseException, ours: VadError | None) -> None:
     if hydra_cfg.output_subdir is None or isinstance(ours, RunFolderError):
         return
     message = str(ours) if ours is not None else f"{type(exc).__name__}: {exc}"
-    from vad import runs  # numpy, matplotlib: only when a run fails
+    from vad.app import runs  # numpy, matplotlib: only when a run fails
 
     runs.record_failure(Path(hydra_cfg.runtime.output_dir), message)
     _file_log.error("run failed: %s", message, exc_info=ours is None)
@@ -467,7 +467,7 @@ def run_hydra(config_name: str, task: Callable[[DictConfig], Any], *, resume_key
         raise SystemExit(2) from None
 
     def guarded(cfg: DictConfig) -> Any:
-        from vad import runs  # after the command line is checked: it imports numpy and matplotlib
+        from vad.app import runs  # after the command line is checked: it imports numpy and matplotlib
 
         with job_log():
             try:

@@ -36,8 +36,8 @@ import numpy as np
 
 from vad.data.clips import ClipDataset, stack_clips
 from vad.data.flows import compute_flows
+from vad.data.pseudo import kinds
 from vad.errors import ConfigError
-from vad.pseudo import kinds
 
 OBJECTIVES = ("not_reconstruct", "negative")
 

@@ -11,7 +11,7 @@ batches the clips and runs the method's test signals through the shared base (no
 test-time state (MNAD's memory) starts from the trained state for every input (``begin_test_state``), a method
 that asks for flow targets (AMC) gets them from its estimator, rounded to float16 as the flow cache stores them.
 
-The score of a frame is its calibrated score (``vad.calibration``: each signal against its distribution on held-out
+The score of a frame is its calibrated score (``vad.evaluation.calibration``: each signal against its distribution on held-out
 normal frames, no per-video min/max, which a stream cannot have), smoothed over the current and past frames by the
 calibration's causal Gaussian (its ``smoothing``: the run's ``model.smoothing`` unless ``vad.calibrate`` set
 another; the thresholds are computed on scores smoothed the same way), and an alert is a score above the
@@ -42,17 +42,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vad import calibration as calibration_module
 from vad import precision as precisions
 from vad.data.clips import clips_to_tensor, frames_to_float, stack_clips
 from vad.data.frames import _to_channels, count_video_frames, resize
 from vad.data.index import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_dirs, list_images, list_videos
 from vad.errors import ConfigError, DataError
+from vad.evaluation import calibration as calibration_module
+from vad.evaluation.protocol import check_smoothing
 from vad.methods.base import VADModule
-from vad.scoring import check_smoothing
 
 if TYPE_CHECKING:
-    from vad.exported import ExportedDetector
+    from vad.inference.exported import ExportedDetector
 
 #: frames/s given to a frame folder (it has no clock of its own) unless ``fps`` is set
 DEFAULT_FPS = 25.0
@@ -232,7 +232,7 @@ class ScoreSummary:
 
 class StreamScorer:
     """Scores sources with ``model``: a trained :class:`VADModule` in eval mode, or a model of ``vad.export``
-    (:class:`~vad.exported.ExportedDetector`, which offers the same signals, weights, calibration and hooks).
+    (:class:`~vad.inference.exported.ExportedDetector`, which offers the same signals, weights, calibration and hooks).
 
     Args:
         clip_len, frame_stride: the method's clip (from its checkpoint's config).
@@ -242,7 +242,7 @@ class StreamScorer:
         weights: fusion weights (default the model's ``score_weights``).
         calibrated: score with the model's calibration (True) or the raw weighted fusion sum_s w_s s (False).
         smoothing: sigma (frames) of the causal Gaussian over the current and past scores of an input
-            (:func:`vad.calibration.causal_smooth`); None: the calibration's (its thresholds hold for it; another
+            (:func:`vad.evaluation.calibration.causal_smooth`); None: the calibration's (its thresholds hold for it; another
             value is refused), 0 for raw scores.
         event_gap: quiet frames allowed inside one event.
         precision: ``32-true``, or ``bf16-mixed`` to run the model's forward passes under bfloat16 autocast (as a

@@ -10,7 +10,7 @@
 
 ``RunCheckpoint``, ``SampleGrids`` and ``WeightEMA`` (off unless ``callbacks.ema`` is set) are configured in
 ``conf/callbacks/default.yaml``; ``NonFiniteCheckpoint`` is
-part of every training run (``vad.build.build_trainer`` adds it), since a diverged run must always leave its state;
+part of every training run (``vad.app.build.build_trainer`` adds it), since a diverged run must always leave its state;
 ``BestValCheckpoint`` of every run with held-out validation videos.
 """
 
@@ -24,9 +24,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from vad import panels, report, tracking
 from vad.errors import ConfigError
 from vad.methods.base import NonFiniteLossError, VADModule
+from vad.reporting import panels, report, tracking
 
 
 class RunCheckpoint(ModelCheckpoint):

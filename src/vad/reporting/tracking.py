@@ -35,7 +35,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from vad.errors import ConfigError
-from vad.scoring import ProtocolResult
+from vad.evaluation.protocol import ProtocolResult
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def _tensorboard_images(logger: TensorBoardLogger, images: Mapping[str, Path], s
 def _tensorboard_report(
     logger: TensorBoardLogger, result: ProtocolResult, images: Mapping[str, Path], step: int
 ) -> None:
-    from vad.report import format_comparison
+    from vad.reporting.report import format_comparison
 
     _tensorboard_images(logger, images, step)
     rows = [dict(zip(PER_VIDEO_COLUMNS, row, strict=True)) for row in _per_video_rows(result)]

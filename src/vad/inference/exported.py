@@ -4,7 +4,7 @@
     signals = detector.test_signals({"frames": clips})         # clips (B, T, C, H, W) uint8 or in [-1, 1] -> (B,)
     scorer = StreamScorer(detector, **detector.preprocessing(), threshold=detector.calibration.threshold(0.01))
 
-It offers what :class:`vad.stream.StreamScorer` asks of a :class:`~vad.methods.base.VADModule` (the signals, the
+It offers what :class:`vad.inference.stream.StreamScorer` asks of a :class:`~vad.methods.base.VADModule` (the signals, the
 score weights, the calibration, no extra clip inputs, no test-time state, no sample panels: an overlay has no heat
 map), so ``vad.score ckpt_path=model.pt|model.onnx`` runs without the training code's checkpoint or config. The
 signals are the exported stateless ones (``frame_signals``: MNAD without its test-time memory update). ONNX files run
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vad.calibration import Calibration
 from vad.data.clips import frames_to_float
 from vad.errors import ConfigError, DataError
+from vad.evaluation.calibration import Calibration
 
 #: the suffixes of the files ``vad.export`` writes, and their formats
 SUFFIXES = {".pt": "torchscript", ".onnx": "onnx"}
@@ -161,7 +161,7 @@ class ExportedDetector:
         return cls(run, _metadata(text, path), path=path, fmt=fmt, device=device)
 
     def preprocessing(self) -> dict[str, Any]:
-        """The clip and frame format, as :class:`~vad.stream.StreamScorer`'s keyword arguments."""
+        """The clip and frame format, as :class:`~vad.inference.stream.StreamScorer`'s keyword arguments."""
         return {
             "clip_len": self.clip_len,
             "frame_stride": self.frame_stride,

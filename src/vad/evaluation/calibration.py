@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from vad.errors import ConfigError
-from vad.scoring import check_smoothing
+from vad.evaluation.protocol import check_smoothing
 
 #: checkpoint key of the calibration
 CHECKPOINT_KEY = "vad_calibration"

@@ -19,7 +19,7 @@ Kinds (``dataset.val_pseudo.kinds``; each video's events take them in turn, so e
 
 Sizes: a patch or fast region is ``size`` (a [low, high] share of the frame's shorter side, square) by default; with
 ``object_scale=[low, high]`` it is instead the scene's own moving-object size times a factor drawn from that range,
-aspect kept: the typical box of the moving objects of the held-out videos (:func:`vad.pseudo.kinds.moving_objects`,
+aspect kept: the typical box of the moving objects of the held-out videos (:func:`vad.data.pseudo.kinds.moving_objects`,
 background subtraction on their original frames, area-weighted medians), so an injected object is about as large as
 the people of the scene whatever the camera's distance and the working size. A ``patch`` is then cut around one of
 those moving objects (at least half the typical height and width) of another held-out video, so what crosses the
@@ -44,8 +44,8 @@ import numpy as np
 from vad.data.cache import FrameCache
 from vad.data.clips import TestClipDataset
 from vad.data.index import Video
+from vad.data.pseudo import kinds as ops
 from vad.errors import ConfigError
-from vad.pseudo import kinds as ops
 
 VALIDATION_KINDS = ("patch", "local_speed", "skip_frame", "reverse")
 DEFAULTS: Mapping[str, Any] = {

@@ -1,6 +1,6 @@
 """The exporters behind ``python -m vad.export`` (:mod:`vad.export`): TorchScript and ONNX files of a trained
 detector's per-frame signals, with its calibration and preprocessing (``vad.json``), each loaded back and checked at
-a batch size it was not exported with. See :mod:`vad.export` for the formats and :mod:`vad.exported` for loading.
+a batch size it was not exported with. See :mod:`vad.export` for the formats and :mod:`vad.inference.exported` for loading.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from vad.errors import ConfigError
-from vad.exported import METADATA_KEY, ONNX_INSTALL, ExportedDetector
+from vad.inference.exported import METADATA_KEY, ONNX_INSTALL, ExportedDetector
 from vad.methods.base import VADModule
 
 #: the packages of the ``onnx`` extra that ONNX export uses (onnxruntime: the exported model is checked with it)

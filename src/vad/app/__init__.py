@@ -1,0 +1,1 @@
+"""The entry points and what only they need."""

@@ -1,0 +1,1 @@
+"""The one place a frame's score is computed."""

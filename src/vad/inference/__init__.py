@@ -1,0 +1,1 @@
+"""Scoring any video or stream with a trained detector."""

@@ -1,0 +1,1 @@
+"""Run files, summaries, plots, trackers."""

@@ -1,0 +1,1 @@
+"""Choosing without test labels."""
