@@ -32,9 +32,14 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "slow or not slow" $(PYTEST_ARGS)
 
+# ruff, then the layers of src/vad (pyproject.toml's import-linter contracts; tests/test_architecture.py checks them
+# too); all three run, so one pass reports every problem, and any failure fails the target.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests experiments
-	$(VENV)/bin/ruff format --check src tests experiments
+	@status=0; \
+	$(VENV)/bin/ruff check src tests experiments || status=1; \
+	$(VENV)/bin/ruff format --check src tests experiments || status=1; \
+	$(VENV)/bin/lint-imports --no-cache || status=1; \
+	exit $$status
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests experiments

@@ -20,7 +20,7 @@ missed copy-last on the test). Written down and committed on 2026-12-02 before t
   ``object_scale=[0.5, 2]``, injection seeds 0-9, smoothing sigmas 0 / 2 / 4).
 * the rule (:func:`preset_rounds.choose`): the incumbent stays unless a challenger has a higher mean validation micro
   AUC AND a higher one on at least :data:`WINS` of the 10 paired injections AND a mean paired difference of at least
-  :data:`T` standard errors (``vad.data.pseudo.validation.keep_unless_beaten``; the size condition FFP's round 3 lacked);
+  :data:`T` standard errors (``vad.selection.keep_unless_beaten``; the size condition FFP's round 3 lacked);
   first the training (each candidate scored by ``patch_score`` sigma 2), then, with the same margin, the score within
   the chosen training (AMC's five signals at the three sigmas). The preset then becomes the chosen row, and its test
   is run once after the choice (``vad.evaluate`` into ``<run>/test``).

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vad.evaluation import protocol as scoring
-from vad.reporting.report import read_scores_csv
+from vad.evaluation.fusion import NORMALISATIONS
+from vad.evaluation.protocol import evaluate
+from vad.evaluation.records import VideoSignals
+from vad.reporting.files import read_scores_csv
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "amc_ped2_cpu.md"
@@ -57,18 +59,18 @@ def run(name: str, out: Path, data: Path) -> Path:
     return folder
 
 
-def videos_of(folder: Path) -> list[scoring.VideoSignals]:
+def videos_of(folder: Path) -> list[VideoSignals]:
     return read_scores_csv(folder / "scores.csv")
 
 
 def row(label: str, folder: Path, weights: dict[str, float], normalisation: str, note: str = "") -> str:
     metrics = json.loads((folder / "metrics.json").read_text())
-    result = scoring.evaluate(videos_of(folder), weights, normalisation=normalisation)
+    result = evaluate(videos_of(folder), weights, normalisation=normalisation)
     minutes = (metrics.get("train_seconds") or 0) / 60
     budget = f"{metrics['train_steps']} it, {minutes:.1f} min" if metrics.get("train_steps") else "none"
     score = " + ".join(f"{w:+g} {k}" for k, w in weights.items())
     return (
-        f"| {label} | {score} | {scoring.NORMALISATIONS[normalisation]} | {budget} | {result.auc_micro:.4f} | "
+        f"| {label} | {score} | {NORMALISATIONS[normalisation]} | {budget} | {result.auc_micro:.4f} | "
         f"{result.auc_macro:.4f} | {note} |"
     )
 

@@ -5,14 +5,14 @@ clips per second of
 
     (a) VideoDataModule.train_dataloader()  (cache built beforehand; its build time is reported separately): the
         uint8 batches it ships, which the method converts to float32 in [-1, 1] on its device
-    (a+f) the batches of (a) converted by that conversion (vad.data.clips.frames_to_float), here on the CPU: the loader
-        plus the device-side conversion, as a CPU training pays it (on a GPU the conversion runs on the GPU)
+    (a+f) the batches of (a) converted by that conversion (vad.data.batches.frames_to_float), here on the CPU: the
+        loader plus the device-side conversion, as a CPU training pays it (on a GPU the conversion runs on the GPU)
     (b) a DataLoader whose dataset decodes (cv2.imread, grey or colour) and resizes the clip_len frame files of every
         sample and converts each to float32 in [-1, 1], as the reference ports do; same batch size, workers and
         shuffling
     (c) bare memory-map slicing: random clip starts sliced from the cached arrays into one uint8 batch buffer (the
         items of (a)), in a plain loop (no Dataset, no DataLoader)
-    (d) as (c), converted into one float32 batch buffer on the host (vad.data.clips.clips_to_tensor: the float items
+    (d) as (c), converted into one float32 batch buffer on the host (vad.data.batches.clips_to_tensor: the float items
         the loader shipped before the conversion moved to the device; for reference)
 
 Goals: (a) >= 20x (b) and (a) >= 0.8x (c); (a+f) / (b) is reported beside (a) / (b). Rounds are interleaved (every
@@ -43,10 +43,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vad.data.clips import ClipDataset, clip_to_tensor, clips_to_tensor, collate_clips, frames_to_float
+from vad.data.batches import clip_to_tensor, clips_to_tensor, collate_clips, frames_to_float
+from vad.data.catalog import KNOWN_DATASETS
+from vad.data.clips import ClipDataset
 from vad.data.datamodule import VideoDataModule
 from vad.data.frames import resize
-from vad.data.layout import KNOWN_DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PED2 = Path(os.environ.get("VAD_SHARED_DATA", REPO.parent / "shared" / "data")) / "ped2"

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vad.data.batches import collate_clips, frames_to_float
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset, collate_clips, frames_to_float
+from vad.data.clips import ClipDataset
 from vad.data.flows import FlowCache
 from vad.data.layout import open_dataset
 from vad.data.synthetic import generate

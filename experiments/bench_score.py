@@ -33,11 +33,13 @@ import numpy as np
 import torch
 
 from vad import precision as precisions
-from vad.data.clips import clips_to_tensor
+from vad.data.batches import clips_to_tensor
 from vad.data.frames import _to_channels, resize
-from vad.inference.stream import _END, StreamScorer, _reader, open_inputs
+from vad.inference.scorer import StreamScorer
+from vad.inference.sources import END, open_inputs, read_frames
+from vad.inference.spec import InputSpec
 from vad.methods.ffp import FFP
-from vad.reporting.report import cpu_description
+from vad.reporting.machine import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "bench_score.md"
@@ -78,17 +80,18 @@ def reader_fps(path: Path, size: int) -> float:
     source = open_inputs(str(path))[0]
     frames: queue.Queue = queue.Queue(maxsize=4096)
     start = time.perf_counter()
-    thread = threading.Thread(target=_reader, args=(source, 1, (size, size), "linear", frames, threading.Event()))
+    spec = InputSpec(clip_len=5, size=(size, size), channels=1)
+    thread = threading.Thread(target=read_frames, args=(source, spec, frames, threading.Event()))
     thread.start()
     count = 0
-    while frames.get() is not _END:
+    while frames.get() is not END:
         count += 1
     return count / (time.perf_counter() - start)
 
 
 def scorer_fps(model: FFP, path: Path, size: int, batch: int, out: Path, precision: str = "32-true") -> float:
-    scorer = StreamScorer(model, clip_len=5, size=(size, size), channels=1, batch_size=batch, threshold=None,
-                          calibrated=False, precision=precision)  # fmt: skip
+    scorer = StreamScorer(model, InputSpec(clip_len=5, size=(size, size), channels=1), batch_size=batch,
+                          threshold=None, calibrated=False, precision=precision)  # fmt: skip
     summary = scorer.run(open_inputs(str(path))[0], out, progress=False)
     return summary.frames / summary.seconds
 

@@ -60,7 +60,7 @@ from vad.flow import LucasKanade
 from vad.methods import losses
 from vad.methods.ffp import FFP
 from vad.nets import UNet
-from vad.reporting.report import cpu_description
+from vad.reporting.machine import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PED2 = Path(os.environ.get("VAD_SHARED_DATA", REPO.parent / "shared" / "data")) / "ped2"
@@ -467,7 +467,7 @@ class SuiteStep:
     ``trainer.precision=bf16-mixed`` runs them)."""
 
     def __init__(self, args: argparse.Namespace, clips: object, autocast: bool = False) -> None:
-        from vad.data.clips import collate_clips
+        from vad.data.batches import collate_clips
 
         self.collate = collate_clips
         model = make_model(args)

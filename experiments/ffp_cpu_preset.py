@@ -124,6 +124,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
             # the preset of then: round 3 has changed its adversarial weight and schedule since (pinned here, so that
             # these overrides still compose to the run's config; preset_rounds.CANDIDATE_CONFIGS)
             "experiment=ffp_ped2_cpu",
+            "trainer.precision=bf16-mixed",  # the preset then (auto since issue 28: float32 without bf16 units)
             "model.loss.adversarial=0.05",
             "trainer.max_steps=7000",
             "model.optim.milestones=[5600]",
@@ -144,6 +145,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
         "the preset with a PatchGAN of widths 32-128 (half), 9000 it (lr divided by 10 at 7200)",
         [
             "experiment=ffp_ped2_cpu",
+            "trainer.precision=bf16-mixed",  # the preset then (auto since issue 28: float32 without bf16 units)
             "model.loss.adversarial=0.05",  # the weight of the preset then (0 since round 3)
             "model.discriminator.features=[32,64,128,128]",
             "trainer.max_steps=9000",
@@ -157,6 +159,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
         "the preset without the adversarial term (no discriminator), 11000 it (lr divided by 10 at 8800)",
         [
             "experiment=ffp_ped2_cpu",
+            "trainer.precision=bf16-mixed",  # the preset then (auto since issue 28: float32 without bf16 units)
             "model.loss.adversarial=0.0",
             "trainer.max_steps=11000",
             "model.optim.milestones=[8800]",
@@ -179,7 +182,7 @@ ROUNDS: dict[int, dict] = {
         "results": RESULTS_V2,
     },
     # round 2's validation, with a tie margin: the incumbent (the preset's training scored as round 2 chose) stays
-    # unless a challenger beats it (vad.data.pseudo.validation.keep_unless_beaten, WINS of the 10 injections)
+    # unless a challenger beats it (vad.selection.keep_unless_beaten, WINS of the 10 injections)
     3: {
         "candidates": ["w32_128_bf16_ema", "w32_d32_bf16_ema_9k", "w32_noadv_bf16_ema_11k"],
         "seeds": list(range(10)),

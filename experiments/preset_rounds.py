@@ -19,9 +19,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from vad.data.pseudo.validation import choose_training_then_score, paired_t, paired_wins
-from vad.evaluation import protocol as scoring
-from vad.reporting.report import read_scores_csv
+from vad import config_dir
+from vad.checkpoint_io import current_targets
+from vad.evaluation.protocol import evaluate
+from vad.reporting.files import read_scores_csv
+from vad.selection import choose_training_then_score, paired_t, paired_wins
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
@@ -100,7 +102,7 @@ def composed_training_config(overrides: list[str]) -> dict[str, object]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+    with initialize_config_dir(str(config_dir()), version_base=None):
         cfg = compose("train", overrides=list(overrides))
     return training_config(OmegaConf.to_container(cfg, resolve=False))
 
@@ -110,6 +112,7 @@ def config_drift(expected: dict[str, object], overrides: list[str]) -> dict[str,
     A key that ``expected`` lacks is not drift (options added since keep their old behaviour by default); one that
     the composed config lacks is (a renamed or removed option)."""
     now = composed_training_config(overrides)
+    expected = current_targets(expected)  # a config recorded before the restructuring names the old _target_s
     return {
         key: (value, now.get(key, "<absent>")) for key, value in expected.items() if now.get(key, "<absent>") != value
     }
@@ -199,7 +202,7 @@ def test_auc(run: Path, signal: str, sigma: float) -> tuple[float, float] | None
     if scores_csv is None:
         return None
     weights = {signal: -1.0 if signal == "psnr" else 1.0}
-    result = scoring.evaluate(read_scores_csv(scores_csv), weights, smoothing=sigma)
+    result = evaluate(read_scores_csv(scores_csv), weights, smoothing=sigma)
     return result.auc_micro, result.auc_macro
 
 
@@ -219,7 +222,7 @@ def margin_words(wins: int, n: int, t: float | None) -> str:
     words = f"a higher mean validation micro AUC AND a higher one on at least {wins} of the {n} paired injections"
     if t is not None:
         words += f" AND a mean paired difference of at least {t:g} standard errors"
-    return words + " (vad.data.pseudo.validation.keep_unless_beaten)"
+    return words + " (vad.selection.keep_unless_beaten)"
 
 
 def lead(aucs: list[float], reference: list[float], t: float | None) -> str:
@@ -231,8 +234,8 @@ def choose(
     rows: list[Row], incumbent: tuple[str, str, float] | None, *, wins: int = 1, t: float | None = None
 ) -> tuple[Row, str]:
     """The chosen row and the rule's words. Without an ``incumbent``: the highest mean validation micro AUC. With an
-    incumbent (candidate, signal, sigma): :func:`vad.data.pseudo.validation.choose_training_then_score` with the tie margin
-    of :func:`vad.data.pseudo.validation.keep_unless_beaten` (``wins`` paired injections, and ``t`` standard errors when
+    incumbent (candidate, signal, sigma): :func:`vad.selection.choose_training_then_score` with the tie margin
+    of :func:`vad.selection.keep_unless_beaten` (``wins`` paired injections, and ``t`` standard errors when
     given): first the training, each candidate scored by the incumbent's signal and sigma; then, within the chosen
     training, the score: its row at the incumbent's signal and sigma against every other (signal, sigma)."""
     if incumbent is None:

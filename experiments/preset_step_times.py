@@ -26,7 +26,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vad import config_dir
-from vad.reporting.report import cpu_description
+from vad.reporting.machine import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VAD_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -40,10 +40,11 @@ from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from vad.app.build import build_datamodule, build_model
-from vad.data.clips import ClipDataset, clips_to_tensor, frames_to_float
-from vad.evaluation import protocol as scoring
+from vad.checkpoint_io import CONFIG_KEY
+from vad.data.batches import clips_to_tensor, frames_to_float
+from vad.data.clips import ClipDataset
+from vad.evaluation.fusion import fuse
 from vad.methods import losses
-from vad.methods.base import CONFIG_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 #: r-GAN's prediction loss with the squared error in place of its absolute-error terms (L1, gradient difference)
@@ -95,7 +96,7 @@ def skip_frame_auc(model: torch.nn.Module, held_out: ClipDataset) -> dict[str, f
                 for first in range(0, len(clips), 32):
                     batch = {"frames": clips_to_tensor(clips[first : first + 32])}
                     signals = {k: v.double().numpy() for k, v in model.frame_signals(batch).items()}
-                    scores["score"].append(scoring.fuse(signals, model.score_weights, normalise=False))
+                    scores["score"].append(fuse(signals, model.score_weights, normalise=False))
                     for name, values in signals.items():
                         scores.setdefault(name, []).append(-values if name == "psnr" else values)
                     copied = losses.psnr(batch["frames"][:, -2], batch["frames"][:, -1])

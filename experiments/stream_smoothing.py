@@ -6,7 +6,7 @@
 
 For sigma 0 (frame by frame) and the given sigma (default: the run's model.smoothing): a copy of the checkpoint is
 recalibrated (``vad.calibrate smoothing=<sigma> overwrite=true``), the copy is tested (``vad.evaluate``, the run's
-protocol, with ``+model.smoothing=<the run's>`` so the protocol's numbers do not move), and its metrics.json's
+protocol, with ``model.smoothing=<the run's>`` so the protocol's numbers do not move), and its metrics.json's
 ``calibrated`` block (each test video scored as vad.score scores an input) is printed: the calibrated micro AUC and
 the alerts at the threshold of a 1% false-alarm rate on the calibration frames, with the test's normal frames split
 into those within the causal kernel after an anomalous frame (where a causal filter lags) and the others. Reads the
@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vad.app.evaluate import saved_config
-from vad.evaluation.calibration import Calibration, causal_kernel
-from vad.reporting.report import cpu_description
+from vad.checkpoint_io import saved_config
+from vad.evaluation.calibration import Calibration
+from vad.evaluation.smoothing import causal_kernel
+from vad.reporting.machine import cpu_description
 
 
 def run(command: list[str]) -> None:
@@ -84,7 +85,7 @@ def main() -> None:
         run(["vad.calibrate", f"ckpt_path={copy}", "overwrite=true", f"smoothing={value}",
              f"hydra.run.dir={args.out / f'calibrate{value:g}'}", *args.set])  # fmt: skip
         tested = args.out / f"evaluate{value:g}"
-        run(["vad.evaluate", f"ckpt_path={copy}", f"+model.smoothing={protocol}", f"hydra.run.dir={tested}",
+        run(["vad.evaluate", f"ckpt_path={copy}", f"model.smoothing={protocol}", f"hydra.run.dir={tested}",
              *args.set])  # fmt: skip
         block = json.loads((tested / "metrics.json").read_text())["calibrated"]
         counts = false_alarms_after_events(copy, tested / "scores.csv")

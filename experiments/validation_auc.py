@@ -29,10 +29,12 @@ from omegaconf import OmegaConf
 
 from vad import precision as precisions
 from vad.app.build import build_datamodule, build_model
-from vad.data.pseudo.validation import paired_wins
-from vad.evaluation import protocol as scoring
+from vad.checkpoint_io import CONFIG_KEY
+from vad.evaluation.protocol import evaluate
+from vad.evaluation.records import videos_from_records
 from vad.methods import losses
-from vad.methods.base import CONFIG_KEY, VALIDATION_LABELS
+from vad.methods.loops import VALIDATION_LABELS
+from vad.selection import paired_wins
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,10 +102,10 @@ def validate(
         records = signals_on(model, datamodule, precisions.of_run(cfg))
         for index, (name, weights) in enumerate(scores_of(model).items()):
             keys = list(weights)
-            per_video = scoring.videos_from_records(records, videos, signals=keys)
+            per_video = videos_from_records(records, videos, signals=keys)
             # the configured score at the run's own smoothing first: the reference of the paired differences
             for sigma in [model.smoothing] if index == 0 else smoothings:
-                result = scoring.evaluate(per_video, weights, smoothing=sigma, label_source=VALIDATION_LABELS)
+                result = evaluate(per_video, weights, smoothing=sigma, label_source=VALIDATION_LABELS)
                 label = f"{name}, smoothed sigma {sigma:g}" if sigma else name
                 results.setdefault(label, []).append((result.auc_micro, result.auc_macro))
     return results

@@ -21,15 +21,17 @@ from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from moving_blobs import BlobClips, moving_blobs
 from vad.app.build import build_datamodule, build_model
 from vad.app.callbacks import SampleGrids
-from vad.data.clips import clips_to_tensor, frames_to_float
+from vad.data.batches import clips_to_tensor, frames_to_float
 from vad.errors import ConfigError
 from vad.flow import LucasKanade
-from vad.methods import losses
-from vad.methods.base import LIGHTNING_TESTED, Clip, FramePredictor, FrozenNet, Prediction, VADModule, _uncounted
+from vad.methods import losses, panels
+from vad.methods.base import Clip, FrozenNet, VADModule
 from vad.methods.copy_last import CopyLast
 from vad.methods.ffp import FFP
+from vad.methods.frame_predictor import FramePredictor, Prediction
 from vad.methods.mnad import MNAD
-from vad.reporting import panels
+from vad.methods.optimisation import LIGHTNING_TESTED, _uncounted
+from vad.reporting.panels import colour_wheel, flow_to_rgb, render
 
 
 class Features(nn.Module):
@@ -275,15 +277,15 @@ def test_flow_colour_wheel_directions() -> None:
     uv = np.zeros((2, 1, 5))
     uv[0, 0] = [1, 0, -1, 0, 0]
     uv[1, 0] = [0, 1, 0, -1, 0]
-    rgb = panels.flow_to_rgb(uv)[0]
+    rgb = flow_to_rgb(uv)[0]
     np.testing.assert_allclose(rgb[0], [1, 0, 0])  # right: red
     np.testing.assert_allclose(rgb[1], [1, 0.9, 0])  # down: yellow
     np.testing.assert_allclose(rgb[2], [0, 0.82, 1], atol=0.01)  # left: cyan-blue
     np.testing.assert_allclose(rgb[3], [0.35, 0, 1], atol=0.01)  # up: blue-violet
     np.testing.assert_allclose(rgb[4], [1, 1, 1])  # no motion: white
-    half = panels.flow_to_rgb(uv * 0.5, max_radius=1.0)[0]
+    half = flow_to_rgb(uv * 0.5, max_radius=1.0)[0]
     np.testing.assert_allclose(half[0], [1, 0.5, 0.5])  # half the radius: half saturated
-    assert panels.colour_wheel().shape == (55, 3)
+    assert colour_wheel().shape == (55, 3)
 
 
 def test_render_titles_rows_with_video_and_frame_and_renders_each_kind() -> None:
@@ -292,7 +294,7 @@ def test_render_titles_rows_with_video_and_frame_and_renders_each_kind() -> None
         "motion": panels.flow(torch.ones(3, 2, 4, 6)),
         "error": panels.heatmap(torch.rand(3, 4, 6)),
     }
-    grid = panels.render(shown, ["01", "01", "02"], torch.tensor([4, 5, 0]), count=2)
+    grid = render(shown, ["01", "01", "02"], torch.tensor([4, 5, 0]), count=2)
     assert grid.titles == ["01 · frame 4", "01 · frame 5"]
     assert grid.heatmaps == ("error",)
     assert grid.rows[0]["frame"].shape == (4, 6)
@@ -328,7 +330,7 @@ def test_test_samples_carry_the_video_and_frame_of_each_row(tmp_path: Path) -> N
     model = build_model(cfg)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.test(model, datamodule=build_datamodule(cfg), verbose=False)
-    grid = model.test_samples
+    grid = render(*model.test_samples)
     assert grid.titles == ["01 · frame 4", "01 · frame 5", "01 · frame 6", "01 · frame 7"]
     assert list(grid.rows[0]) == [
         "last input", "prediction", "target", "error", "flow (last → target)", "flow (last → prediction)"

@@ -17,13 +17,13 @@ import torch
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from raw_fixtures import make_frames, write_image, write_video
-from vad.app.cli import check_overrides
 from vad.app.evaluate import evaluate
+from vad.app.overrides import check_overrides
 from vad.app.train import train
 from vad.errors import ConfigError
-from vad.evaluation.protocol import VideoSignals
 from vad.evaluation.protocol import evaluate as score_videos
-from vad.reporting.report import NO_LABELS, format_summary
+from vad.evaluation.records import VideoSignals
+from vad.reporting.summary import NO_LABELS, format_summary
 
 # The footage folder: two MJPG videos and one frame folder, no training/ or testing/ split, no labels.
 FOOTAGE = {"cam1": 12, "cam2": 10, "stills": 9}
@@ -359,9 +359,7 @@ def test_help_and_a_mistyped_key_are_answered_before_torch_loads(module: str, tm
 def test_constants_kept_apart_from_heavy_modules_agree() -> None:
     import vad.app.evaluate
     from vad.data.datamodule import VideoDataModule
-    from vad.methods.base import CONFIG_KEY
 
-    assert vad.app.evaluate.CONFIG_KEY == CONFIG_KEY
     assert f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}" == vad.app.evaluate.VIDEO_DATAMODULE
 
 

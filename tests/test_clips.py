@@ -12,10 +12,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from vad.data.cache import FrameCache
-from vad.data.clips import (
-    ClipDataset,
-    TestClipDataset,
+from vad.data.batches import (
     _torch_to_float,
     clip_to_tensor,
     clips_to_tensor,
@@ -23,6 +20,8 @@ from vad.data.clips import (
     frames_to_float,
     stack_clips,
 )
+from vad.data.cache import FrameCache
+from vad.data.clips import ClipDataset, TestClipDataset
 from vad.data.index import FrameSource, Video
 from vad.errors import DataError
 

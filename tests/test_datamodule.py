@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vad.data.clips import frames_to_float
+from vad.data.batches import frames_to_float
 from vad.data.datamodule import VideoDataModule
 from vad.errors import ConfigError, DataError
 

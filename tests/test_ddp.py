@@ -14,7 +14,7 @@ import pytest
 from hydra.utils import instantiate
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
-from vad.data.datamodule import VideoShards
+from vad.data.datamodule.loaders import VideoShards
 
 #: the tiny set's test frames that have a prediction: video 01 (9 frames) and 02 (8 frames), t = 4 inputs
 SCORED = [("01", f) for f in range(4, 9)] + [("02", f) for f in range(4, 8)]

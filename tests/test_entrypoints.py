@@ -18,11 +18,12 @@ from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from vad import config_dir
 from vad.app.build import build_model, build_trainer
 from vad.app.callbacks import WeightEMA
-from vad.app.cli import check_overrides
 from vad.app.evaluate import evaluate
+from vad.app.overrides import check_overrides
 from vad.app.train import train
 from vad.errors import ConfigError, DataError
-from vad.evaluation import protocol as scoring
+from vad.evaluation.fusion import minmax
+from vad.evaluation.smoothing import smooth
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 METRICS = ("auc_micro", "auc_macro", "eer", "ap", "auc_micro_raw")
@@ -113,22 +114,22 @@ def test_copy_last_needs_no_checkpoint_and_trained_models_do(tmp_path: Path) -> 
     metrics = evaluate(hydra_job("eval", [*data, "model=copy_last"], tmp_path / "a", tmp_path))
     assert metrics["frames"] == 9
     # model.smoothing (every method, through vad.app.build): the protocol's temporal Gaussian, recorded with the result
-    smoothed = evaluate(hydra_job("eval", [*data, "model=copy_last", "+model.smoothing=1"], tmp_path / "s", tmp_path))
+    smoothed = evaluate(hydra_job("eval", [*data, "model=copy_last", "model.smoothing=1"], tmp_path / "s", tmp_path))
     assert smoothed["smoothing"] == 1.0
     assert smoothed["normalisation"] == "per-video min-max after a temporal Gaussian (sigma 1 frames)"
     rows = list(csv.DictReader((tmp_path / "s" / "scores.csv").open()))
     expected = np.concatenate(
         [
-            scoring.minmax(scoring.smooth([-float(r["psnr"]) for r in rows if r["video"] == name], 1.0))
+            minmax(smooth([-float(r["psnr"]) for r in rows if r["video"] == name], 1.0))
             for name in dict.fromkeys(r["video"] for r in rows)
         ]
     )
     scores = [float(r["score"]) for r in rows]
     np.testing.assert_allclose(scores, expected, atol=1e-6)
-    unsmoothed = [scoring.minmax([-float(r["psnr"]) for r in rows if r["video"] == name]) for name in ("01", "02")]
+    unsmoothed = [minmax([-float(r["psnr"]) for r in rows if r["video"] == name]) for name in ("01", "02")]
     assert not np.allclose(scores, np.concatenate(unsmoothed), atol=1e-3)
     with pytest.raises(ConfigError, match=r"model\.smoothing=-1 must be a finite number of frames >= 0"):
-        evaluate(hydra_job("eval", [*data, "model=copy_last", "+model.smoothing=-1"], tmp_path / "n", tmp_path))
+        evaluate(hydra_job("eval", [*data, "model=copy_last", "model.smoothing=-1"], tmp_path / "n", tmp_path))
     with pytest.raises(ConfigError, match="has trainable weights: pass ckpt_path="):
         evaluate(hydra_job("eval", data, tmp_path / "b", tmp_path))
     with pytest.raises(ConfigError, match="has no weights to train"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from packaging.requirements import Requirement
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
@@ -19,10 +20,11 @@ from test_amc import TINY_AMC
 from vad.app.build import build_model, model_from_checkpoint
 from vad.app.export import FILE_NAMES, export
 from vad.app.train import train
-from vad.data.clips import frames_to_float
+from vad.data.batches import frames_to_float
 from vad.errors import ConfigError
 from vad.inference.exported import ExportedDetector
 from vad.inference.exporters import EXPORTERS, export_onnx, export_torchscript, load_exported, metadata
+from vad.inference.spec import InputSpec, eval_batch_size
 
 TINY_MNAD = ["model=mnad", "model.net.features=2", "model.memory.num_items=4"]
 FFP_SIGNALS = ["psnr", "patch_max", "intensity_error", "gradient_error", "flow_error"]
@@ -43,6 +45,42 @@ def ffp_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ckpt = run / "checkpoints" / "last.ckpt"
     model, run_cfg = model_from_checkpoint(ckpt, hydra_job("export", [], home / "m", home))
     return {"home": home, "ckpt": ckpt, "model": model, "run_cfg": run_cfg}
+
+
+#: the ``input`` block of a vad.json as every export so far wrote it (key order included)
+WRITTEN_INPUT_BLOCK = {
+    "layout": "B, T, C, H, W",
+    "clip_len": 4,
+    "frame_stride": 2,
+    "image_size": [32, 48],
+    "channels": 3,
+    "colour": "RGB",
+    "interpolation": "area",
+    "values": "uint8 / 127.5 - 1, in [-1, 1]",
+}
+
+
+def test_the_input_spec_is_read_once_from_a_run_config_and_an_exports_input_block_keeps_its_keys() -> None:
+    run_cfg = OmegaConf.create(
+        {
+            "model": {"clip_len": 4},
+            "dataset": {"frame_stride": 2, "image_size": [32, 48], "channels": 3, "interpolation": "area",
+                        "batch_size": 8, "eval_batch_size": 16},
+        }
+    )  # fmt: skip
+    spec = InputSpec.of_run(run_cfg)
+    assert spec == InputSpec(clip_len=4, frame_stride=2, size=(32, 48), channels=3, interpolation="area")
+    assert spec.span == 7
+    assert json.dumps(spec.to_metadata()) == json.dumps(WRITTEN_INPUT_BLOCK)
+    assert InputSpec.from_metadata(WRITTEN_INPUT_BLOCK) == spec  # an old export loads
+    grey = OmegaConf.create(
+        {"model": {"clip_len": 5}, "dataset": {"image_size": [32, 32], "channels": 1, "batch_size": 8}}
+    )
+    assert InputSpec.of_run(grey) == InputSpec(clip_len=5, size=(32, 32), channels=1)  # stride 1, linear by default
+    assert InputSpec.of_run(grey).to_metadata()["colour"] == "grey"
+    assert eval_batch_size(run_cfg) == 16  # the batches of vad.evaluate
+    assert eval_batch_size(grey) == 8
+    assert eval_batch_size(run_cfg, 3) == 3
 
 
 def test_a_trained_ffp_exports_with_its_calibration_and_matches_pytorch(ffp_run: dict) -> None:
@@ -108,13 +146,7 @@ def test_mnad_exports_its_stateless_signals(tmp_path: Path, fmt: str) -> None:
     assert detector.format == fmt
     assert detector.signals == ("psnr", "feature_distance")
     assert detector.calibration is None  # an untrained model has none
-    assert detector.preprocessing() == {
-        "clip_len": 5,
-        "frame_stride": 1,
-        "size": (32, 32),
-        "channels": 1,
-        "interpolation": "linear",
-    }
+    assert detector.spec == InputSpec(clip_len=5, frame_stride=1, size=(32, 32), channels=1, interpolation="linear")
     for batch in (3, 7):
         frames = torch.rand(batch, 5, 1, 32, 32) * 2 - 1
         torch.testing.assert_close(detector(frames), signals(model, frames), rtol=0, atol=1e-4)

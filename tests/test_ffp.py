@@ -15,12 +15,12 @@ from torch.utils.data import DataLoader
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from moving_blobs import BlobClips, moving_blobs
 from vad.app.build import build_datamodule, build_model
-from vad.data.clips import clips_to_tensor
+from vad.data.batches import clips_to_tensor
 from vad.errors import ConfigError
 from vad.flow import DISFlow, FlowNet2SD, LucasKanade
 from vad.methods import losses
-from vad.methods.base import NonFiniteLossError
 from vad.methods.ffp import FFP
+from vad.methods.optimisation import NonFiniteLossError
 
 TINY_G = {"features": 4, "depth": 2}
 TINY_D = {"features": [4, 8, 8, 8]}

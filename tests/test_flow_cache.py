@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from vad.data.batches import clips_to_tensor
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset, clips_to_tensor
+from vad.data.clips import ClipDataset
 from vad.data.datamodule import VideoDataModule
 from vad.data.flows import FlowCache, compute_flows
 from vad.data.index import FrameSource, Video

@@ -20,9 +20,10 @@ from raw_fixtures import (
     write_video,
 )
 from test_labels import PED2_RANGES
-from vad.data.frames import iter_frames
+from vad.data.catalog import KNOWN_DATASETS, dataset_info
+from vad.data.index import iter_frames
 from vad.data.labels import labels_to_ranges, load_masks
-from vad.data.layout import KNOWN_DATASETS, dataset_info, detect_layout, open_dataset, open_video_file
+from vad.data.layout import detect_layout, open_dataset, open_video_file
 from vad.errors import DataError
 
 

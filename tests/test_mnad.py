@@ -18,11 +18,11 @@ from moving_blobs import BlobClips, moving_blobs
 from vad.app.build import build_model
 from vad.app.evaluate import evaluate
 from vad.app.train import train
-from vad.data.clips import frames_to_float
+from vad.data.batches import frames_to_float
 from vad.data.datamodule import VideoDataModule
 from vad.errors import ConfigError
 from vad.methods import losses
-from vad.methods.base import split_by_video
+from vad.methods.loops import split_by_video
 from vad.methods.mnad import MNAD
 from vad.nets import MNADDecoder, MNADEncoder
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from parity_runs import GOLDEN, PARITY_RUNS, parity_run
-from vad.reporting import report
+from vad.reporting import machine
 
 #: run -> signal columns added after the reference files were written (FFP's patch_max and per-term errors, beside
 #: the unchanged psnr)
@@ -33,7 +33,7 @@ def same_platform() -> bool:
         recorded["torch"] == torch.__version__
         and recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         and recorded["machine"] == platform.machine()
-        and recorded["cpu"] == report.cpu_description()
+        and recorded["cpu"] == machine.cpu_description()
     )
 
 

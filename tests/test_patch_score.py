@@ -10,19 +10,14 @@ import pytest
 import torch
 
 from vad.errors import ConfigError
-from vad.evaluation.protocol import (
-    VideoSignals,
-    divide_by_max,
-    evaluate,
-    fuse,
-    max_patch,
-    patch_score,
-    window_means,
-)
+from vad.evaluation.fusion import divide_by_max, fuse
+from vad.evaluation.patch import max_patch, patch_score, window_means
+from vad.evaluation.protocol import evaluate
+from vad.evaluation.records import VideoSignals
 from vad.flow import LucasKanade
 from vad.methods import losses
 from vad.methods.ffp import FFP
-from vad.reporting.report import format_summary
+from vad.reporting.summary import format_summary
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 

@@ -1,6 +1,6 @@
-"""Pixel-level metrics in vad.evaluate and the test stage of vad.train (vad.evaluation.pixel.evaluation): the error-map hook,
-metrics.json's "pixel" block checked against maps computed here from the fixture's frames, the null block of datasets
-without masks, and the merge of several processes' statistics."""
+"""Pixel-level metrics in vad.evaluate and the test stage of vad.train (vad.evaluation.pixel.evaluation): the
+error-map hook, metrics.json's "pixel" block checked against maps computed here from the fixture's frames, the null
+block of datasets without masks, and the merge of several processes' statistics."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ from vad.app.evaluate import evaluate
 from vad.app.train import train
 from vad.data.index import MaskSource
 from vad.errors import ConfigError
-from vad.evaluation.pixel.evaluation import PixelEvaluation, PixelSettings, settings_from_config
-from vad.evaluation.pixel.metrics import region_track_criteria, resize_maps
+from vad.evaluation.pixel.evaluation import PixelEvaluation
+from vad.evaluation.pixel.masks import resize_maps
+from vad.evaluation.pixel.regions import region_track_criteria
+from vad.evaluation.pixel.settings import PixelSettings, settings_from_config
 from vad.methods import losses
 from vad.methods.base import VADModule
 from vad.methods.copy_last import CopyLast

@@ -13,23 +13,16 @@ from raw_fixtures import write_image, write_vol_label
 from vad.data.index import FrameSource, MaskSource, Video
 from vad.data.labels import mask_images
 from vad.errors import DataError
-from vad.evaluation.pixel.metrics import (
-    PixelROC,
+from vad.evaluation.pixel.masks import read_masks, resize_maps, resize_masks, video_masks
+from vad.evaluation.pixel.regions import (
     RegionTrackCriteria,
     fp_curve_area,
-    frame_criterion,
     ground_truth_regions,
-    pixel_auc,
-    read_masks,
     region_track_criteria,
-    resize_maps,
-    resize_masks,
     sweep_thresholds,
     threshold_sweep,
-    ucsd_frame_scores,
-    ucsd_pixel_level,
-    video_masks,
 )
+from vad.evaluation.pixel.roc import PixelROC, frame_criterion, pixel_auc, ucsd_frame_scores, ucsd_pixel_level
 
 
 def square(n: int, h: int, w: int, boxes: dict[int, list[tuple[int, int, int, int]]]) -> np.ndarray:

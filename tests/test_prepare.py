@@ -25,7 +25,8 @@ from raw_fixtures import (
 )
 from vad import config_dir
 from vad.app.prepare import prepare, run
-from vad.data.frames import iter_frames, iter_video, read_image
+from vad.data.frames import iter_video, read_image
+from vad.data.index import iter_frames
 from vad.data.labels import load_masks
 from vad.data.layout import open_dataset
 from vad.errors import ConfigError, DataError

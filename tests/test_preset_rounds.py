@@ -12,6 +12,8 @@ from pathlib import Path
 import hydra
 import pytest
 
+from vad import config_dir
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 preset_rounds = importlib.import_module("preset_rounds")
@@ -92,7 +94,7 @@ def test_snapshot_records_a_kept_runs_saved_config_and_composes_the_others(tmp_p
     from omegaconf import OmegaConf
 
     candidates = {"kept": ["experiment=amc_ped2_cpu"], "lost": ["experiment=amc_ped2_cpu", "trainer.max_steps=10"]}
-    with hydra.initialize_config_dir(str(EXPERIMENTS.parent / "conf"), version_base=None):
+    with hydra.initialize_config_dir(str(config_dir()), version_base=None):
         run_cfg = hydra.compose("train", overrides=["experiment=amc_ped2_cpu", "trainer.max_steps=1234", "test=false"])
     (tmp_path / "runs" / "kept" / ".hydra").mkdir(parents=True)
     OmegaConf.save(run_cfg, tmp_path / "runs" / "kept" / ".hydra" / "config.yaml")

@@ -4,7 +4,8 @@
 ``conf/experiment/*.yaml`` at that commit, unresolved (interpolations as written). Today's composition must equal it
 except for what the restructuring moved on purpose, listed here:
 
-- the callbacks' classes moved from ``vad.callbacks`` to ``vad.app.callbacks`` (their ``_target_``);
+- the callbacks' classes moved from ``vad.callbacks`` to ``vad.app.callbacks`` (their ``_target_``; the table of
+  moved targets is :data:`vad.checkpoint_io.MOVED_TARGETS`, which also renames them in old checkpoints' configs);
 - ``model.smoothing`` is now declared in every model config with its default 0 (a preset that set it keeps its value).
 
 Regenerate the file only for a preset change made on purpose, never to make a refactoring pass.
@@ -21,23 +22,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from vad import config_dir
+from vad.checkpoint_io import current_targets
 
 SNAPSHOT = Path(__file__).parent / "data" / "preset_configs_9aa94c9.json"
-MOVED_TARGETS = {"vad.callbacks.": "vad.app.callbacks."}
 BEFORE: dict[str, Any] = json.loads(SNAPSHOT.read_text())
-
-
-def moved(node: Any) -> Any:
-    """The snapshot with the moved ``_target_`` prefixes renamed."""
-    if isinstance(node, dict):
-        return {k: moved(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [moved(v) for v in node]
-    if isinstance(node, str):
-        for old, new in MOVED_TARGETS.items():
-            if node.startswith(old):
-                return new + node[len(old) :]
-    return node
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +43,7 @@ def test_the_snapshot_covers_every_preset() -> None:
 
 @pytest.mark.parametrize("name", sorted(BEFORE))
 def test_a_preset_composes_as_before_the_restructuring(composed: dict[str, Any], name: str) -> None:
-    before, now = moved(BEFORE[name]), json.loads(json.dumps(composed[name]))
+    before, now = current_targets(BEFORE[name]), json.loads(json.dumps(composed[name]))
     if "smoothing" not in before["model"]:
         assert now["model"].pop("smoothing", 0.0) == 0.0  # the declared default, which is what its absence meant
     assert now == before

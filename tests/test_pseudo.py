@@ -12,21 +12,17 @@ import numpy as np
 import pytest
 import torch
 
+from vad.data.batches import frames_to_float
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset, frames_to_float
+from vad.data.clips import ClipDataset
 from vad.data.datamodule import VideoDataModule
 from vad.data.layout import open_dataset
 from vad.data.pseudo import kinds
 from vad.data.pseudo.plugins import PseudoClips
-from vad.data.pseudo.validation import (
-    PseudoValidationClips,
-    choose_training_then_score,
-    keep_unless_beaten,
-    paired_t,
-    paired_wins,
-)
+from vad.data.pseudo.validation import PseudoValidationClips
 from vad.errors import ConfigError
 from vad.methods.base import VADModule
+from vad.selection import choose_training_then_score, keep_unless_beaten, paired_t, paired_wins
 
 LENGTHS = {"01": 40, "02": 36, "03": 44}
 SIZE = 32

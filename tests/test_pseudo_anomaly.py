@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from hydra_runs import hydra_job, tiny_synthetic
 from moving_blobs import BlobClips, moving_blobs
 from vad.app.train import train
-from vad.data.clips import collate_clips
+from vad.data.batches import collate_clips
 from vad.errors import ConfigError
-from vad.evaluation import protocol as scoring
+from vad.evaluation.fusion import fuse
 from vad.flow import LucasKanade
 from vad.methods.pseudo_anomaly import PseudoAnomaly
 from vad.nets.classifier import FrameClassifier
@@ -95,7 +95,7 @@ def test_a_frame_worse_on_both_signals_scores_higher() -> None:
     psnr[20], probability[20] = 25.0, 0.9  # worse on both: lower PSNR, more likely a pseudo-anomaly
     psnr[30] = 25.0  # worse on PSNR only
     probability[40] = 0.9  # worse on the classifier only
-    score = scoring.fuse({"psnr": psnr, "abnormal_probability": probability}, weights)
+    score = fuse({"psnr": psnr, "abnormal_probability": probability}, weights)
     assert score.argmax() == 20
     assert score[20] > score[30] > np.median(score)
     assert score[20] > score[40] > np.median(score)

@@ -10,20 +10,13 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from vad.evaluation.protocol import ProtocolResult, VideoSignals, evaluate
+from vad.evaluation.protocol import ProtocolResult, evaluate
+from vad.evaluation.records import VideoSignals
+from vad.reporting.files import read_scores_csv, write_metrics_json, write_report, write_scores_csv
+from vad.reporting.machine import run_metadata
 from vad.reporting.panels import SampleGrid
-from vad.reporting.report import (
-    format_comparison,
-    format_summary,
-    plot_roc,
-    plot_sample_grid,
-    plot_score_curves,
-    read_scores_csv,
-    run_metadata,
-    write_metrics_json,
-    write_report,
-    write_scores_csv,
-)
+from vad.reporting.plots import plot_roc, plot_sample_grid, plot_score_curves
+from vad.reporting.summary import format_comparison, format_summary
 
 FULL_LABELS = {"01": np.array([1, 0, 0, 1, 1], np.uint8), "02": np.array([0, 0, 1, 1], np.uint8)}
 

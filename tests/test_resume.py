@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 from vad.app.train import train
-from vad.data.datamodule import ResumableLoader
+from vad.data.datamodule.loaders import ResumableLoader
 
 # 11 training clips in batches of 2: 6 batches per epoch; 7 iterations cross into the second epoch.
 RESUMABLE = [

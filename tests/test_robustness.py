@@ -15,7 +15,7 @@ from vad.app.cli import check_run_folder
 from vad.app.train import train
 from vad.checkpoint_io import AtomicCheckpointIO
 from vad.errors import ConfigError
-from vad.methods.base import NonFiniteLossError
+from vad.methods.optimisation import NonFiniteLossError
 from wandb_records import offline_runs
 
 

@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
-from vad import precision
+from vad import config_dir, precision
 from vad.app.build import model_from_checkpoint
 from vad.app.calibrate import calibrate
 from vad.app.evaluate import _with_checkpoint_choices, evaluate
@@ -23,13 +24,18 @@ from vad.app.export import FILE_NAMES, export
 from vad.app.score import score
 from vad.app.train import train
 from vad.errors import ConfigError, DataError
-from vad.evaluation.calibration import Calibration, CausalSmoother, causal_kernel, causal_smooth, events
-from vad.inference import stream as stream_module
+from vad.evaluation.calibration import DEFAULT_FPR, Calibration, events
+from vad.evaluation.smoothing import CausalSmoother, causal_kernel, causal_smooth
+from vad.inference import scorer as scorer_module
 from vad.inference.exported import ExportedDetector
-from vad.inference.stream import StreamScorer, iterable_source, open_inputs
+from vad.inference.scorer import StreamScorer
+from vad.inference.sources import iterable_source, open_inputs
+from vad.inference.spec import InputSpec
 
 #: FFP's raw signals (its scores.csv columns)
 SIGNALS = ("psnr", "patch_max", "intensity_error", "gradient_error")
+#: the clips and frames of the tiny runs
+TINY_SPEC = InputSpec(clip_len=5, size=(32, 32), channels=1)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -51,7 +57,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A small FFP trained on the tiny synthetic set with one held-out video, tested, then calibrated, its scores
     smoothed with sigma 2 frames (the protocol's centred Gaussian; the calibration's causal one for streams)."""
     home = tmp_path_factory.mktemp("score")
-    ckpt = train_small(home, "trainer.max_steps=60", "dataset.batch_size=4", "+model.smoothing=2")
+    ckpt = train_small(home, "trainer.max_steps=60", "dataset.batch_size=4", "model.smoothing=2")
     run = home / "run"
     assert torch.load(ckpt, weights_only=False)["vad_calibration"]["frames"] == 32  # the held-out video, after training
     return {"home": home, "run": run, "ckpt": ckpt, "root": home / "synthetic"}
@@ -154,7 +160,7 @@ def test_a_live_source_is_scored_as_it_comes_and_a_stream_that_stops_keeps_its_r
 ) -> None:
     model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], tmp_path / "x", tmp_path))
     frames = [cv2.imread(str(p)) for p in sorted((trained["root"] / "testing" / "frames" / "02").glob("*.*"))]
-    scorer = StreamScorer(model, clip_len=5, size=(32, 32), channels=1, batch_size=8, threshold=1.0)
+    scorer = StreamScorer(model, TINY_SPEC, batch_size=8, threshold=1.0)
 
     def camera() -> object:
         for i, frame in enumerate(frames):
@@ -169,7 +175,7 @@ def test_a_live_source_is_scored_as_it_comes_and_a_stream_that_stops_keeps_its_r
     record = json.loads((tmp_path / "live" / "events.json").read_text())
     assert record["stopped"] == "failed: camera unplugged"
     # a file scored whole gives the same signals for those frames (live batches are smaller, values agree closely)
-    whole = StreamScorer(model, clip_len=5, size=(32, 32), channels=1, batch_size=32, threshold=1.0)
+    whole = StreamScorer(model, TINY_SPEC, batch_size=32, threshold=1.0)
     whole.run(iterable_source("file", iter(frames), fps=30.0, live=False), tmp_path / "file")
     again = read_csv(tmp_path / "file" / "scores.csv")[: len(rows)]
     np.testing.assert_allclose([float(r["psnr"]) for r in rows], [float(r["psnr"]) for r in again], rtol=1e-5)
@@ -181,7 +187,7 @@ def test_footage_unlike_the_calibration_footage_gets_one_warning_line(
     """A new user's first try is often a detector of one scene on footage of another: nearly every frame alerts.
     vad.score then says why in one line (stderr, score_summary.json, events.json) — once, and as soon as it shows
     on a live input; normal footage of the scene gets no such line."""
-    monkeypatch.setattr(stream_module, "UNLIKE_MIN_FRAMES", 20)  # the tiny videos have 32 scored frames
+    monkeypatch.setattr(scorer_module, "UNLIKE_MIN_FRAMES", 20)  # the tiny videos have 32 scored frames
     rng = np.random.default_rng(0)
     noise = tmp_path / "noise"
     noise.mkdir()
@@ -201,10 +207,10 @@ def test_footage_unlike_the_calibration_footage_gets_one_warning_line(
     assert summary["warning"] is None
     assert "warning" not in capsys.readouterr().err
 
-    monkeypatch.setattr(stream_module, "REPORT_EVERY", 0.0)  # a live input checks at every console report
+    monkeypatch.setattr(scorer_module, "REPORT_EVERY", 0.0)  # a live input checks at every console report
     model, _ = model_from_checkpoint(trained["ckpt"], hydra_job("score", [], tmp_path / "m", tmp_path))
     frames = [cv2.imread(str(p)) for p in sorted(noise.glob("*.png"))]
-    scorer = StreamScorer(model, clip_len=5, size=(32, 32), channels=1, threshold=model.calibration.threshold(0.01))
+    scorer = StreamScorer(model, TINY_SPEC, threshold=model.calibration.threshold(DEFAULT_FPR))
     summary = scorer.run(iterable_source("cam", iter(frames), live=True), tmp_path / "live")
     assert summary.warning is not None
     assert summary.warning.startswith("cam: ")
@@ -396,6 +402,11 @@ def test_a_file_that_is_not_an_exported_model_is_one_line_naming_it(trained: dic
     with pytest.raises(ConfigError, match=re.escape(f"ckpt_path: {not_onnx} is not an ONNX model (")) as error:
         score_with(not_onnx)
     assert "\n" not in str(error.value)
+
+
+def test_the_default_alert_rate_is_one_named_value() -> None:
+    """vad.score's threshold.fpr default is the rate vad.evaluate reports and vad.calibrate prints."""
+    assert OmegaConf.load(config_dir() / "score.yaml").threshold.fpr == DEFAULT_FPR == 0.01
 
 
 def test_calibration_scores_thresholds_and_round_trip() -> None:

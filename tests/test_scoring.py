@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 
 from vad.errors import ConfigError
-from vad.evaluation.protocol import (
-    FrameRecord,
-    VideoSignals,
-    check_weights,
-    evaluate,
-    fuse,
-    group_columns,
-    group_records,
-    minmax,
-    smooth,
-    videos_from_records,
-)
+from vad.evaluation.fusion import check_weights, fuse, minmax
+from vad.evaluation.protocol import evaluate
+from vad.evaluation.records import FrameRecord, VideoSignals, group_columns, group_records, videos_from_records
+from vad.evaluation.smoothing import smooth
 
 
 def video(name: str, values, labels, signal: str = "s", frames=None) -> VideoSignals:

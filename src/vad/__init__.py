@@ -5,6 +5,9 @@ __version__ = "0.1.0"
 import os
 from pathlib import Path
 
+#: the package that holds the Hydra configs; Hydra reads it as ``pkg://vad.conf``, from a wheel as from the checkout
+CONFIG_PACKAGE = "vad.conf"
+
 
 def config_dir() -> Path:
     """The Hydra config folder (``vad/conf/``, shipped inside the package; ``VAD_CONFIG_DIR`` overrides)."""
@@ -16,3 +19,9 @@ def config_dir() -> Path:
             "its wheel), or set VAD_CONFIG_DIR to a config folder"
         )
     return path
+
+
+def config_search_path() -> str:
+    """Where the entry points' Hydra finds the configs: ``pkg://vad.conf``, or the folder ``VAD_CONFIG_DIR`` names
+    (as an absolute path, Hydra's form for a folder on disk)."""
+    return str(config_dir().resolve()) if os.environ.get("VAD_CONFIG_DIR") else f"pkg://{CONFIG_PACKAGE}"

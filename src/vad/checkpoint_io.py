@@ -1,4 +1,5 @@
-"""Checkpoint files written atomically: a killed or failing save never leaves a partial ``.ckpt``.
+"""The suite's checkpoint files: written atomically, read and checked in one place, and the key of the run config they
+carry (:data:`CONFIG_KEY`, written by ``vad.methods.base``, read here).
 
     trainer = L.Trainer(plugins=[AtomicCheckpointIO()])     (vad.app.build.build_trainer always adds it)
 
@@ -10,7 +11,8 @@ it (``os.replace``, atomic within one file system).
 Reading a checkpoint a user names (``ckpt_path=``) goes through :func:`read_checkpoint` and :func:`check_fits`
 (``vad.train`` resuming, ``vad.evaluate``): a file that is not a checkpoint of this suite, or one whose weights do not
 fit the model, is refused in one line that says which, instead of PyTorch's unpickling errors (with their advice to
-load untrusted files with ``weights_only=False``) or Lightning's multi-line ``load_state_dict`` report.
+load untrusted files with ``weights_only=False``) or Lightning's multi-line ``load_state_dict`` report. The
+comparison behind it (:func:`compare_state`) serves every "does not fit" error, FlowNet2-SD's weights included.
 """
 
 from __future__ import annotations
@@ -19,18 +21,20 @@ import re
 import warnings
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch import nn
+from torch import Tensor, nn
 
 from vad.errors import ConfigError
-from vad.nets.state import compare_state
-from vad.reporting.report import atomic_path
+from vad.io import atomic_path
 
+#: checkpoint key holding {"config": resolved run config, "choices": config-group choices}
+CONFIG_KEY = "vad_config"
 _EXAMPLES = 2  # keys named per kind of mismatch
 
 
@@ -60,8 +64,6 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]
     so reading a large file costs little); a ConfigError in one line, naming ``what`` (the config key) and the file,
     when it is not one: missing, empty, not a torch file, not a Lightning checkpoint, or written without the run
     config this suite stores (another program, or an incompatible version of the suite)."""
-    from vad.methods.base import CONFIG_KEY
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what}: checkpoint {path} not found")
@@ -83,6 +85,65 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]
             "of another program or of an incompatible version of the suite"
         )
     return dict(data)
+
+
+@dataclass(frozen=True)
+class StateMismatch:
+    """Keys the module has and the state lacks (``missing``), keys only the state has (``unexpected``), and the
+    shared keys whose value is not a tensor of the module's shape (``reshaped``: name, what the state holds -- a
+    shape or a type name --, the module's shape), each sorted by name."""
+
+    missing: list[str]
+    unexpected: list[str]
+    reshaped: list[tuple[str, tuple[int, ...] | str, tuple[int, ...]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.reshaped)
+
+
+def compare_state(expected: Mapping[str, Tensor], state: Mapping[str, object]) -> StateMismatch:
+    """Compare ``state`` (e.g. a loaded file's state dict) with ``expected`` (a module's ``state_dict()``)."""
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    reshaped = []
+    for name, tensor in sorted(expected.items()):
+        if name not in state:
+            continue
+        value = state[name]
+        found = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        if found != tuple(tensor.shape):
+            reshaped.append((name, found, tuple(tensor.shape)))
+    return StateMismatch(missing, unexpected, reshaped)
+
+
+#: ``_target_`` prefixes that moved when src/vad was restructured (commit 9aa94c9 -> the app/ reporting/ layout): a
+#: run config saved before names the old ones. Methods, the datamodule, flows and nets kept their paths.
+MOVED_TARGETS = {
+    "vad.callbacks.": "vad.app.callbacks.",
+    "vad.tracking.": "vad.reporting.tracking.",
+    "vad.sweep.": "vad.app.sweep.",
+}
+
+
+def current_targets(node: Any) -> Any:
+    """``node`` (a run config as plain dicts and lists) with every moved ``_target_`` prefix renamed
+    (:data:`MOVED_TARGETS`), so a config saved before the restructuring composes and instantiates today."""
+    if isinstance(node, Mapping):
+        return {k: current_targets(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [current_targets(v) for v in node]
+    if isinstance(node, str):
+        for old, new in MOVED_TARGETS.items():
+            if node.startswith(old):
+                return new + node[len(old) :]
+    return node
+
+
+def saved_config(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]:
+    """The {"config", "choices"} record a checkpoint of this suite carries, its moved ``_target_`` s renamed (a
+    one-line ConfigError when ``path`` is not a checkpoint of this suite, see :func:`read_checkpoint`)."""
+    record = read_checkpoint(path, what)[CONFIG_KEY]
+    return {**record, "config": current_targets(record["config"])}
 
 
 def _named(keys: list[str]) -> str:

@@ -244,7 +244,8 @@ def write_study_summary(study: Any, metric: str, path: Path) -> Path:
     """Markdown: the best trial (value, parameters, job folder) and a table of every trial of the study."""
     import optuna
 
-    from vad.reporting.report import atomic_path, format_comparison
+    from vad.io import atomic_path
+    from vad.reporting.summary import format_comparison
 
     trials = study.get_trials(deepcopy=False)
     rows = [

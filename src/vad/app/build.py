@@ -1,12 +1,14 @@
-"""Instantiate the suite's components from a composed config, and run the test + report stage.
+"""Instantiate the suite's components from a composed config: the method (new, or trained from a checkpoint), its
+frozen helper nets, the datamodule, the trainer, and the precision ``auto`` means here.
 
-The entry points (``vad.train``, ``vad.evaluate``) only compose, call these, and print. The report goes to the run
-folder and to every tracker of the trainer (``vad.reporting.tracking``).
+    model = build_model(cfg)
+    trainer = build_trainer(cfg, run_dir, val_videos=datamodule.val_videos)
+
+The entry points only compose, call these and the stages of :mod:`vad.app.stages`, and print.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,9 @@ from torch import nn
 
 from vad import precision
 from vad.app.callbacks import BestValCheckpoint, NonFiniteCheckpoint
-from vad.checkpoint_io import AtomicCheckpointIO, check_fits
+from vad.checkpoint_io import AtomicCheckpointIO, check_fits, saved_config
 from vad.errors import ConfigError, unwrapped_constructor_errors
-from vad.evaluation import protocol as scoring
-from vad.evaluation.pixel.evaluation import PixelEvaluation
 from vad.methods.base import FrozenNet, VADModule
-from vad.reporting import report, tracking
 
 
 def resolve_precision(cfg: DictConfig, started: Mapping[str, Any] | None = None) -> str | None:
@@ -74,14 +73,9 @@ def build_model(cfg: DictConfig) -> VADModule:
     kwargs: dict[str, Any] = {}
     if target.frozen_nets:
         kwargs["frozen"] = build_frozen_nets(cfg, target.frozen_nets)
-    # model.smoothing belongs to the protocol, not to a method's constructor: every method gets it the same way
-    node = cfg.model.copy()
-    with open_dict(node):
-        smoothing = scoring.check_smoothing(node.pop("smoothing", 0.0))
     with unwrapped_constructor_errors():
-        model = instantiate(node, _convert_="all", **kwargs)
-    model.smoothing = smoothing
-    model.run_config = {"config": OmegaConf.to_container(cfg, resolve=True), "choices": _group_choices()}
+        model = instantiate(cfg.model, _convert_="all", **kwargs)
+    model.attach_run({"config": OmegaConf.to_container(cfg, resolve=True), "choices": _group_choices()})
     return model
 
 
@@ -104,13 +98,15 @@ def build_datamodule(cfg: DictConfig, model: VADModule | None = None) -> L.Light
     return datamodule
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True, val_videos: int | float = 0
+) -> L.Trainer:
     """The trainer of ``cfg.trainer`` with the loggers of ``cfg.logger`` and, for training (``with_callbacks``), the
     callbacks of ``cfg.callbacks`` plus :class:`~vad.app.callbacks.NonFiniteCheckpoint`, which every training run has.
     Checkpoints are written atomically (:class:`~vad.checkpoint_io.AtomicCheckpointIO`). With held-out validation
-    videos (``dataset.val_videos``) the checkpoint of the best validation micro AUC is kept too
-    (:class:`~vad.app.callbacks.BestValCheckpoint`, what ``test_checkpoint=best_val`` tests). ``trainer.precision=auto``
-    is resolved for this machine (:func:`resolve_precision`)."""
+    videos (``val_videos``: the datamodule's, which says how many it holds out) the checkpoint of the best validation
+    micro AUC is kept too (:class:`~vad.app.callbacks.BestValCheckpoint`, what ``test_checkpoint=best_val`` tests).
+    ``trainer.precision=auto`` is resolved for this machine (:func:`resolve_precision`)."""
     resolve_precision(cfg)  # trainer.precision=auto, when the entry point has not resolved it already
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     callbacks = []
@@ -118,7 +114,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True
         with unwrapped_constructor_errors():
             callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
         callbacks.append(NonFiniteCheckpoint(run_dir / "checkpoints"))
-        if cfg.dataset.get("val_videos"):
+        if val_videos:
             callbacks.append(BestValCheckpoint(run_dir / "checkpoints"))
     return instantiate(
         cfg.trainer,
@@ -129,62 +125,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, with_callbacks: bool = True
     )
 
 
-def test_and_report(
-    trainer: L.Trainer,
-    model: VADModule,
-    datamodule: Any,
-    run_dir: Path,
-    *,
-    ckpt_path: str | None,
-    selection: str,
-    meta: dict[str, Any],
-    pixel: PixelEvaluation | None,
-) -> Any:
-    """Test ``model`` (weights of ``ckpt_path`` when given), write the report into ``run_dir`` and publish it to the
-    trainer's trackers (rank 0). ``meta`` is recorded in metrics.json with the checkpoint, the world size and the
-    tracker runs, and the test's wall time (``test_seconds``). With ``pixel`` the test also measures the pixel-level
-    metrics (``vad.evaluation.pixel.evaluation``), recorded as ``pixel`` (null when not computed, ``pixel_reason`` saying why)."""
-    start = time.perf_counter()
-    model.pixel_evaluation = pixel
-    try:
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-    finally:
-        model.pixel_evaluation = None
-        if pixel is not None:
-            pixel.cleanup()
-    seconds = time.perf_counter() - start
-    result = model.test_result
-    if trainer.is_global_zero and result is not None:
-        meta = dict(meta)
-        meta.update({"checkpoint": ckpt_path, "checkpoint_selection": selection, "world_size": trainer.world_size})
-        meta["precision"] = str(trainer.precision)  # the test's arithmetic (bf16-mixed: bfloat16 autocast)
-        meta.setdefault("selected_on_test_labels", selection.startswith("best_on_test"))
-        tracking.publish_selection(
-            trainer.loggers,
-            {k: meta.get(k) for k in ("checkpoint_selection", "selected_on_test_labels", "val_auc_micro")},
-        )
-        meta["test_seconds"] = round(seconds, 3)
-        if pixel is not None:
-            meta["pixel"] = pixel.block
-            if pixel.block is None:
-                meta["pixel_reason"] = pixel.reason
-        model.test_calibrated = None
-        if model.calibration is not None:
-            meta["calibrated"] = model.test_calibrated = calibrated_metrics(model, result)
-        meta.update(tracking.describe(trainer.loggers))
-        full_labels = {v.name: v.labels for v in datamodule.test_videos if v.labels is not None}
-        paths = report.write_report(run_dir, result, meta, full_labels, samples=model.test_samples)
-        tracking.publish_report(trainer.loggers, result, paths, step=trainer.global_step)
-    return result
-
-
 def model_from_checkpoint(ckpt: Path, cfg: DictConfig) -> tuple[VADModule, DictConfig]:
     """The trained method of a vad checkpoint, in eval mode, with its calibration and buffers, its weights in the memory
     format of its test (its ``setup``), and the run config it was trained with (``paths`` and ``seed`` of ``cfg``), for
     the commands that use a trained detector."""
     import torch
-
-    from vad.app.evaluate import saved_config
 
     saved = saved_config(ckpt)
     run_cfg = OmegaConf.create(saved["config"])
@@ -198,37 +143,3 @@ def model_from_checkpoint(ckpt: Path, cfg: DictConfig) -> tuple[VADModule, DictC
     # without it a detector scored outside a Trainer runs its convolutions in another memory format than its test
     model.setup("predict")
     return model.eval(), run_cfg
-
-
-#: the false-alarm rate of the alert threshold ``vad.evaluate`` reports (``vad.score``'s default)
-REPORTED_FPR = 0.01
-
-
-def calibrated_metrics(model: VADModule, result: Any) -> dict[str, Any]:
-    """The test scored as a stream would be (``vad.evaluation.calibration``: no per-video min-max; each video's scores smoothed
-    causally as the calibration says, as ``vad.score`` smooths an input's), beside the protocol's numbers: the micro
-    AUC of the calibrated scores, and the precision / recall / false-alarm rate of the alerts at the threshold of a
-    1% false-alarm rate on the calibration frames."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from vad.evaluation.calibration import alert_metrics
-
-    calibration = model.calibration
-    assert calibration is not None
-    labelled = [v for v in result.videos if v.labels is not None]
-    out: dict[str, Any] = {
-        "source": calibration.source,
-        "frames": calibration.frames,
-        "smoothing": calibration.smoothing,
-        "fpr": REPORTED_FPR,
-    }
-    if not labelled:
-        return out
-    scores = np.concatenate([calibration.stream_scores(v.signals, result.weights) for v in labelled])
-    labels = np.concatenate([v.labels for v in labelled]).astype(int)
-    threshold = calibration.threshold(REPORTED_FPR)
-    out["threshold"] = threshold
-    out["auc_micro"] = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else None
-    out |= {f"alert_{k}": v for k, v in alert_metrics(scores, labels, threshold).items()}
-    return out

@@ -5,13 +5,13 @@
 
 Each signal's distribution on held-out normal frames (the run's validation videos, original frames; or the last
 training frames when the run held none out) and the calibrated scores of those frames are written into the
-checkpoint (``vad_calibration``, :mod:`vad.evaluation.calibration`); ``vad.score`` normalises by them and sets alert thresholds
-for a false-alarm rate. With ``input=`` the calibration frames are instead the normal footage given (what
-``vad.score`` reads: a video, a frame folder, a folder of videos, a camera or a stream until it stops or Ctrl-C),
-scored exactly as ``vad.score`` scores it (its raw signals are kept in the run folder, ``footage/<input>/``): more
-normal frames of the camera the detector will watch than the few held-out training videos, and no training data
-needed. ``smoothing``: the causal smoothing (sigma, frames) of the stream scores, which the
-thresholds are computed for (null: the run's ``model.smoothing``; 0: frame by frame). A checkpoint that already
+checkpoint (``vad_calibration``, :mod:`vad.evaluation.calibration`); ``vad.score`` normalises by them and sets
+alert thresholds for a false-alarm rate. With ``input=`` the calibration frames are instead the normal footage given
+(what ``vad.score`` reads: a video, a frame folder, a folder of videos, a camera or a stream until it stops or
+Ctrl-C), scored exactly as ``vad.score`` scores it (its raw signals are kept in the run folder,
+``footage/<input>/``): more normal frames of the camera the detector will watch than the few held-out training
+videos, and no training data needed. ``smoothing``: the causal smoothing (sigma, frames) of the stream scores, which
+the thresholds are computed for (null: the run's ``model.smoothing``; 0: frame by frame). A checkpoint that already
 holds a calibration is changed only with ``overwrite=true``.
 """
 
@@ -42,31 +42,56 @@ def calibrate_model(model: VADModule, datamodule: Any, smoothing: float | None =
     return _summary(model.calibrate(loader, source, smoothing))
 
 
+def _threshold_key() -> str:
+    """The summary's key of the threshold at the default false-alarm rate (``threshold_fpr_0.01``)."""
+    from vad.evaluation.calibration import DEFAULT_FPR
+
+    return f"threshold_fpr_{DEFAULT_FPR:g}"
+
+
 def _summary(calibration: Calibration) -> dict[str, Any]:
+    from vad.evaluation.calibration import DEFAULT_FPR
+
     return {
         "source": calibration.source,
         "frames": calibration.frames,
         "smoothing": calibration.smoothing,
-        "threshold_fpr_0.01": calibration.threshold(0.01),
+        _threshold_key(): calibration.threshold(DEFAULT_FPR),
     }
 
 
 def calibrate_on_footage(
-    model: VADModule, clips: dict[str, Any], spec: str, out_dir: Path, smoothing: float | None = None
+    model: VADModule,
+    run_cfg: DictConfig,
+    footage: str,
+    out_dir: Path,
+    smoothing: float | None = None,
+    precision: str = "32-true",
 ) -> dict[str, Any]:
-    """Fit the model's calibration on the normal footage ``spec`` (any ``vad.score`` input), each input scored as
-    ``vad.score`` scores it (``clips``: its StreamScorer arguments, with ``precision``) into ``out_dir/<input>``;
-    returns a summary like :func:`calibrate_model`'s."""
+    """Fit the model's calibration on the normal ``footage`` (any ``vad.score`` input), each input scored as
+    ``vad.score`` scores it (the input spec and batches of its run config ``run_cfg``, in ``precision``) into
+    ``out_dir/<input>``; returns a summary like :func:`calibrate_model`'s."""
     import csv
 
     import numpy as np
 
     from vad.errors import DataError
     from vad.evaluation.calibration import Calibration
-    from vad.inference.stream import StreamScorer, open_inputs
+    from vad.evaluation.smoothing import smoothing_or
+    from vad.inference.scorer import StreamScorer
+    from vad.inference.sources import open_inputs
+    from vad.inference.spec import InputSpec, eval_batch_size
 
-    sources = open_inputs(spec)
-    scorer = StreamScorer(model, **clips, threshold=None, calibrated=False, smoothing=0.0)
+    sources = open_inputs(footage)
+    scorer = StreamScorer(
+        model,
+        InputSpec.of_run(run_cfg),
+        batch_size=eval_batch_size(run_cfg),
+        threshold=None,
+        calibrated=False,
+        smoothing=0.0,
+        precision=precision,
+    )
     columns: dict[str, list[float]] = {name: [] for name in model.signals}
     videos: list[int] = []
     for number, source in enumerate(sources):
@@ -78,13 +103,13 @@ def calibrate_on_footage(
                     columns[name].append(float(row[name]))  # written as repr: the float64 values exactly
                 videos.append(number)
     if not videos:
-        raise DataError(f"input={spec}: no frame could be scored (an input needs {scorer.span} frames or more)")
+        raise DataError(f"input={footage}: no frame could be scored (an input needs {scorer.spec.span} frames or more)")
     names = ", ".join(s.name for s in sources)
     model.calibration = Calibration.fit(
         {name: np.asarray(values) for name, values in columns.items()},
         model.score_weights,
-        source=f"normal footage {spec} ({names})",
-        smoothing=model.smoothing if smoothing is None else smoothing,
+        source=f"normal footage {footage} ({names})",
+        smoothing=smoothing_or(smoothing, model.smoothing),
         videos=np.asarray(videos),
     )
     return _summary(model.calibration)
@@ -109,16 +134,15 @@ def write_calibration(ckpt: Path, model: VADModule) -> None:
 def calibrate(cfg: DictConfig) -> dict[str, Any]:
     from vad import precision
     from vad.app.build import build_datamodule, model_from_checkpoint
-    from vad.evaluation.protocol import check_smoothing
+    from vad.evaluation.calibration import DEFAULT_FPR
+    from vad.evaluation.smoothing import given_smoothing
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give the checkpoint to calibrate (ckpt_path=<run>/checkpoints/last.ckpt)")
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path: {ckpt} not found; pass a .ckpt file")
-    smoothing = cfg.get("smoothing")
-    if smoothing is not None:
-        smoothing = check_smoothing(smoothing, "smoothing")  # before the checkpoint and the data are loaded
+    smoothing = given_smoothing(cfg.get("smoothing"))  # before the checkpoint and the data are loaded
     if ckpt.suffix.lower() in (".pt", ".onnx"):
         raise ConfigError(f"ckpt_path: {ckpt} is an exported model; calibrate its .ckpt, then export it again")
     requested = cfg.get("precision")
@@ -139,11 +163,10 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
                 f"ckpt_path: {ckpt} holds no training means (its score needs them); calibrate it once without "
                 "input= (which computes them from its training data), then on the footage"
             )
-        from vad.app.score import stream_arguments
-        from vad.app.train import run_directory
+        from vad.app.cli import run_directory
 
-        clips = stream_arguments(run_cfg) | {"precision": runs_in}  # as vad.score scores the footage
-        summary = calibrate_on_footage(model, clips, str(cfg.input), run_directory() / "footage", smoothing)
+        # as vad.score scores the footage
+        summary = calibrate_on_footage(model, run_cfg, str(cfg.input), run_directory() / "footage", smoothing, runs_in)
     else:
         datamodule = build_datamodule(run_cfg, model)
         datamodule.prepare_data()
@@ -154,8 +177,8 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     write_calibration(ckpt, model)
     print(
         f"calibrated on {summary['frames']} frames ({summary['source']}); scores smoothed causally over "
-        f"sigma={summary['smoothing']:g} frames; threshold at a 1% false-alarm rate: "
-        f"{summary['threshold_fpr_0.01']:.3f} -> {ckpt}"
+        f"sigma={summary['smoothing']:g} frames; threshold at a {DEFAULT_FPR:.0%} false-alarm rate: "
+        f"{summary[_threshold_key()]:.3f} -> {ckpt}"
     )
     return summary
 

@@ -25,8 +25,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from vad.errors import ConfigError
-from vad.methods.base import NonFiniteLossError, VADModule
-from vad.reporting import panels, report, tracking
+from vad.methods.base import VADModule
+from vad.methods.optimisation import NonFiniteLossError
+from vad.reporting import panels, plots, tracking
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -91,7 +92,7 @@ class SampleGrids(Callback):
         pl_module.train(was_training)
         path = Path(trainer.default_root_dir) / "samples" / f"step{step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        report.plot_sample_grid(path, grid.rows, row_titles=grid.titles, heatmaps=grid.heatmaps)
+        plots.plot_sample_grid(path, grid.rows, row_titles=grid.titles, heatmaps=grid.heatmaps)
         tracking.publish_images(trainer.loggers, {"train/samples": path}, step)
 
 
@@ -132,7 +133,7 @@ class WeightEMA(Callback):
     ends with the weights and average of an uninterrupted run. During a validation in training the average is
     swapped in and out; at the end of training it stays in the module (the trained weights remain in ``ema``).
     Resuming a checkpoint trained without an average starts the average at the resumed weights; the reverse is
-    refused (``vad.train.read_resume_checkpoint``).
+    refused (``vad.app.train.read_resume_checkpoint``).
     """
 
     KEY = "ema"

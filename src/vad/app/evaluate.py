@@ -12,9 +12,9 @@ sets ``trainer.precision``. ``select=best_on_test`` tests every checkpoint of a 
 keeps the best micro AUC: that number is selected on the test labels and is reported as such.
 
 When every test video has pixel masks (UCSD, Avenue, ShanghaiTech) the test also measures the pixel-level metrics of
-the method's error maps (pixel AUC, the UCSD 40 % criterion, RBDC / TBDC; ``vad.evaluation.pixel.evaluation``): metrics.json ``pixel``
-and the printed summary. ``pixel_metrics=false`` skips them; without masks ``pixel`` is null and ``pixel_reason``
-says why.
+the method's error maps (pixel AUC, the UCSD 40 % criterion, RBDC / TBDC; ``vad.evaluation.pixel.evaluation``):
+metrics.json ``pixel`` and the printed summary. ``pixel_metrics=false`` skips them; without masks ``pixel`` is null
+and ``pixel_reason`` says why.
 
 Footage without a test split (``dataset.root=`` a folder of videos or frame folders, all of it "training" to the
 dataset readers) is scored whole: every video in it is a test video (``VideoDataModule(footage_as_test=True)``).
@@ -36,14 +36,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vad import precision
-from vad.app.cli import check_fresh, run_hydra, show
-from vad.app.train import run_directory
+from vad.app.cli import check_fresh, run_directory, run_hydra, show
 from vad.errors import ConfigError, DataError
 
 # torch, Lightning and the modules importing them load inside the functions: --help and a mistyped key are answered
 # first (see vad.train).
-#: the checkpoint key of the run config (vad.methods.base.CONFIG_KEY, which imports torch)
-CONFIG_KEY = "vad_config"
 #: the suite's datamodule, compared by name to avoid importing it (and torch) here
 VIDEO_DATAMODULE = "vad.data.datamodule.VideoDataModule"
 
@@ -75,14 +72,6 @@ def checkpoint_files(ckpt_path: str, select: str) -> list[Path]:
     if not last.is_file():
         raise ConfigError(f"ckpt_path: {folder} holds no last.ckpt; pass the checkpoint file itself")
     return [last]
-
-
-def saved_config(ckpt: Path) -> dict[str, Any]:
-    """The {"config", "choices"} record a vad checkpoint carries (a one-line ConfigError when ``ckpt`` is not a
-    checkpoint of this suite, see :func:`vad.checkpoint_io.read_checkpoint`)."""
-    from vad.checkpoint_io import read_checkpoint
-
-    return read_checkpoint(ckpt)[CONFIG_KEY]
 
 
 def test_data_config(cfg: DictConfig) -> DictConfig:
@@ -121,11 +110,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_info
 
-    from vad.app.build import build_datamodule, build_model, build_trainer, resolve_precision, test_and_report
-    from vad.checkpoint_io import check_fits, read_checkpoint
+    from vad.app.build import build_datamodule, build_model, build_trainer, resolve_precision
+    from vad.app.stages import test_and_report
+    from vad.checkpoint_io import check_fits, read_checkpoint, saved_config
     from vad.data.datamodule import VideoDataModule
     from vad.evaluation.pixel.evaluation import PixelEvaluation
-    from vad.reporting import report, tracking
+    from vad.io import atomic_path
+    from vad.reporting import tracking
+    from vad.reporting.machine import run_metadata
+    from vad.reporting.summary import format_summary
 
     select = cfg.get("select", "last")
     if select not in SELECTIONS:
@@ -158,7 +151,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_fits(model, read_checkpoint(ckpt), ckpt)
     datamodule = build_datamodule(test_data_config(eff), model)
     trainer = build_trainer(cfg, run_dir, with_callbacks=False)
-    meta = report.run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "evaluate"}
+    meta = run_metadata() | {"seed": cfg.seed, "run_dir": str(run_dir), "task": "evaluate"}
     meta["precision_choice"] = precision_choice
     footage = datamodule.describe_footage() if isinstance(datamodule, VideoDataModule) else None
     if footage is not None:
@@ -172,7 +165,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
                 scan[str(ckpt)] = model.test_result.auc_micro
             best = max(scan, key=lambda k: scan[k])
-            with report.atomic_path(run_dir / "best_on_test_scan.json") as tmp:
+            with atomic_path(run_dir / "best_on_test_scan.json") as tmp:
                 tmp.write_text(json.dumps(scan, indent=2))
             files = [Path(best)]
             meta["best_on_test_scan"] = scan
@@ -192,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         name = eff.model._target_.rsplit(".", 1)[-1]
         checkpoint = f"{files[0]} ({SELECTIONS[select]})" if files else "none (untrained model)"
         title = f"{name} on {eff.dataset.name} [{select}]"
-        summary = report.format_summary(
+        summary = format_summary(
             result, title, checkpoint=checkpoint, note=footage, pixel=pixel.summary, calibrated=model.test_calibrated
         )
         show(summary)
@@ -209,6 +202,8 @@ def _with_checkpoint_choices(argv: list[str]) -> list[str]:
     select = next((a.split("=", 1)[1] for a in argv if a.startswith("select=")), "last")
     if not ckpt:
         return argv
+    from vad.checkpoint_io import saved_config  # torch: only to read the checkpoint named on the command line
+
     try:
         choices = saved_config(checkpoint_files(ckpt, select if select in SELECTIONS else "last")[-1])["choices"]
     except ConfigError as exc:

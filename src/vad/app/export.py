@@ -6,14 +6,15 @@
 The exported model maps clips ``(B, T, C, H, W)`` float32 in [-1, 1] (``uint8 / 127.5 - 1``, frames resized to the
 working size with the dataset's interpolation, grey or RGB) to the method's raw signals ``(B, S)`` in the order of
 ``signals``, for any batch size B. The file carries ``vad.json``: the signals, the score weights, the calibration
-(``vad.evaluation.calibration``), and the preprocessing. TorchScript keeps it as an extra file
-(``torch.jit.load(path, _extra_files={"vad.json": ""})``), ONNX in the model's ``metadata_props``
-(``onnxruntime.InferenceSession(path).get_modelmeta().custom_metadata_map["vad.json"]``); the ONNX input is
-``frames``, the output ``signals``, the batch axis dynamic. ``vad.score ckpt_path=model.pt|model.onnx`` scores with
-either (:mod:`vad.inference.exported`). The signals are the stateless ones (``frame_signals``: MNAD without its test-time
-memory update). Methods that need flow targets from OpenCV (AMC) are refused: their inputs are not frames alone.
-Every file is loaded back (:mod:`vad.inference.exported`) and run at a batch size it was not exported with; one whose graph fixed
-the batch size (r-GAN's and r-GAN*'s in torch 2.13, both formats) is removed and refused in one line.
+(``vad.evaluation.calibration``), and the input spec (``input``: :class:`vad.inference.spec.InputSpec`). TorchScript
+keeps it as an extra file (``torch.jit.load(path, _extra_files={"vad.json": ""})``), ONNX in the model's
+``metadata_props`` (``onnxruntime.InferenceSession(path).get_modelmeta().custom_metadata_map["vad.json"]``); the ONNX
+input is ``frames``, the output ``signals``, the batch axis dynamic. ``vad.score ckpt_path=model.pt|model.onnx``
+scores with either (:mod:`vad.inference.exported`). The signals are the stateless ones (``frame_signals``: MNAD
+without its test-time memory update). Methods that need flow targets from OpenCV (AMC) are refused: their inputs are
+not frames alone. Every file is loaded back (:mod:`vad.inference.exported`) and run at a batch size it was not
+exported with; one whose graph fixed the batch size (r-GAN's and r-GAN*'s in torch 2.13, both formats) is removed
+and refused in one line.
 
 ONNX export uses the torch.export-based exporter (``torch.onnx.export(..., dynamo=True)``) and needs the ``onnx``
 extra (``pip install -e ".[onnx]"``: onnx, onnxscript, and onnxruntime to run the result).
@@ -26,8 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vad.app.cli import run_hydra
-from vad.app.train import run_directory
+from vad.app.cli import run_directory, run_hydra
 from vad.errors import ConfigError
 
 # The exporters (torch, onnx) load inside export(): --help and a mistyped key are answered first (see vad.train).

@@ -34,10 +34,11 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 from tqdm import tqdm
 
 from vad.app.cli import run_hydra
+from vad.data.catalog import dataset_info
 from vad.data.frames import iter_video
 from vad.data.index import DatasetIndex, Video, is_hidden
-from vad.data.labels import iter_masks, mask_location
-from vad.data.layout import PREPARED_MANIFEST, LabelsArg, dataset_info, is_auto, open_dataset
+from vad.data.labels import PREPARED_MANIFEST, LabelsArg, is_auto, iter_masks, mask_location
+from vad.data.layout import open_dataset
 from vad.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

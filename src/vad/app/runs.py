@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from vad.reporting.report import atomic_path, format_comparison
+from vad.io import atomic_path
+from vad.reporting.summary import format_comparison
 
 #: key of a failed multirun job's return value, and the file in its folder holding the error
 FAILED = "failed"

@@ -10,10 +10,10 @@ Outputs in the run folder (``hydra.run.dir``; one sub-folder per input when ther
 score, smoothed over past frames as the calibration says), ``events.json`` (anomalous intervals: start / end frame
 and time, peak score), ``score.png`` and, with
 ``overlay=true``, ``overlay.avi`` (frame + error heat map + scrolling score bar, one frame per input frame).
-See :mod:`vad.inference.stream` (reading, batching) and :mod:`vad.evaluation.calibration` (scores and thresholds). ``ckpt_path`` is a
-training checkpoint (``.ckpt``) or a file of ``vad.export`` (``.pt`` TorchScript, ``.onnx``: :mod:`vad.inference.exported`),
-which carries its signals, weights, calibration and preprocessing; an exported model gives the stateless signals
-(MNAD without its test-time memory update) and no heat map in the overlay.
+See :mod:`vad.inference.scorer` (reading, batching) and :mod:`vad.evaluation.calibration` (scores and thresholds).
+``ckpt_path`` is a training checkpoint (``.ckpt``) or a file of ``vad.export`` (``.pt`` TorchScript, ``.onnx``:
+:mod:`vad.inference.exported`), which carries its signals, weights, calibration and input spec; an exported model
+gives the stateless signals (MNAD without its test-time memory update) and no heat map in the overlay.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from vad import precision as precisions
-from vad.app.cli import run_hydra
-from vad.app.train import run_directory
+from vad.app.cli import run_directory, run_hydra
 from vad.errors import ConfigError
 
 if TYPE_CHECKING:
     from vad.inference.exported import ExportedDetector
+    from vad.inference.spec import InputSpec
     from vad.methods.base import VADModule
 
 # torch, OpenCV and the models load inside the functions: --help and a mistyped key are answered first.
@@ -44,43 +44,28 @@ def torch_device_type(model: Any) -> str:
     return "cuda" if str(getattr(device, "type", device)).startswith("cuda") else "cpu"
 
 
-def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDetector, dict[str, Any]]:
+def load_detector(ckpt: Path, cfg: DictConfig) -> tuple[VADModule | ExportedDetector, InputSpec, int, str]:
     """The detector of ``ckpt`` on ``cfg.device`` (a training checkpoint, or a ``.pt`` / ``.onnx`` of vad.export, by
-    its suffix) and the StreamScorer arguments of its clips and frames (``clip_len``, ..., ``batch_size``) with the
-    ``precision`` it was trained and tested in (an exported model: float32)."""
+    its suffix), the input spec of its clips and frames, its clips per forward pass (``cfg.batch_size``, default the
+    batches of vad.evaluate) and the precision it was trained and tested in (an exported model: float32)."""
     from vad.app.build import model_from_checkpoint
     from vad.inference.exported import DEFAULT_BATCH_SIZE, ExportedDetector, is_exported
+    from vad.inference.spec import InputSpec, eval_batch_size
 
     device = cfg.get("device", "cpu")
     if is_exported(ckpt):
         detector = ExportedDetector.load(ckpt, device=device)
-        batch_size = int(cfg.batch_size or DEFAULT_BATCH_SIZE)
-        return detector, {**detector.preprocessing(), "batch_size": batch_size, "precision": "32-true"}
+        return detector, detector.spec, int(cfg.batch_size or DEFAULT_BATCH_SIZE), "32-true"
     model, run_cfg = model_from_checkpoint(ckpt, cfg)
     model.to(device)
-    return model, stream_arguments(run_cfg, cfg.batch_size)
-
-
-def stream_arguments(run_cfg: DictConfig, batch_size: int | None = None) -> dict[str, Any]:
-    """The StreamScorer arguments of a training run's config: its clips (``clip_len``, ``frame_stride``), its frames'
-    working format (``size``, ``channels``, ``interpolation``), ``batch_size`` (default its ``eval_batch_size``: the
-    batches of vad.evaluate) and the ``precision`` it was trained and tested in."""
-    data = run_cfg.dataset
-    return {
-        "clip_len": int(run_cfg.model.clip_len),
-        "frame_stride": int(data.get("frame_stride", 1)),
-        "size": (int(data.image_size[0]), int(data.image_size[1])),
-        "channels": int(data.channels),
-        "interpolation": str(data.get("interpolation", "linear")),
-        "batch_size": int(batch_size or data.get("eval_batch_size") or data.batch_size),
-        "precision": precisions.of_run(run_cfg),
-    }
+    return model, InputSpec.of_run(run_cfg), eval_batch_size(run_cfg, cfg.batch_size), precisions.of_run(run_cfg)
 
 
 def score(cfg: DictConfig) -> dict[str, Any]:
-    from vad.evaluation.protocol import check_smoothing
+    from vad.evaluation.smoothing import given_smoothing
     from vad.inference.exported import ExportedDetector
-    from vad.inference.stream import StreamScorer, open_inputs
+    from vad.inference.scorer import StreamScorer
+    from vad.inference.sources import open_inputs
 
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: give a trained detector's checkpoint (ckpt_path=<run>/checkpoints/last.ckpt)")
@@ -95,12 +80,10 @@ def score(cfg: DictConfig) -> dict[str, Any]:
             f"precision={precision} is not one of {[*precisions.PRECISIONS, precisions.AUTO]} (float32, bfloat16 "
             "autocast, or auto: bfloat16 where the machine has bfloat16 units)"
         )
-    smoothing = cfg.get("smoothing")
-    if smoothing is not None:  # a bad value is refused before the detector loads; one its calibration
-        smoothing = check_smoothing(smoothing, "smoothing")  # does not hold for, by the StreamScorer
+    # a bad value is refused before the detector loads; one its calibration does not hold for, by the StreamScorer
+    smoothing = given_smoothing(cfg.get("smoothing"))
     run_dir = run_directory()
-    model, clips = load_detector(ckpt, cfg)
-    trained_in = clips.pop("precision")
+    model, spec, batch_size, trained_in = load_detector(ckpt, cfg)
     # null: as the detector was trained and tested where that is native, float32 where bfloat16 would be emulated
     precision, choice = precisions.for_scoring(trained_in, torch_device_type(model), precision)
     if choice is not None:
@@ -125,7 +108,8 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     sources = open_inputs(cfg.input, fps=cfg.get("fps"))
     scorer = StreamScorer(
         model,
-        **clips,
+        spec,
+        batch_size=batch_size,
         threshold=None if threshold is None else float(threshold),
         calibrated=not raw,
         smoothing=smoothing,

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vad.app import runs
-from vad.reporting.report import format_comparison
+from vad.reporting.summary import format_comparison
 
 log = logging.getLogger(__name__)
 

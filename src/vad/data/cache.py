@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from vad.data.frames import INTERPOLATIONS, iter_frames, resize
-from vad.data.index import FrameSource, Video
+from vad.data.frames import INTERPOLATIONS, resize
+from vad.data.index import FrameSource, Video, iter_frames
 from vad.errors import DataError
 
 # Bump when the stored content changes meaning (layout, colour order, resizing method, dtype): every entry is rebuilt.

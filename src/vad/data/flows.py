@@ -39,16 +39,16 @@ import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vad.data.batches import clips_to_tensor
 from vad.data.cache import FrameCache, open_frames, remove_stale
-from vad.data.clips import clips_to_tensor
 from vad.data.index import Video
 from vad.errors import DataError
-from vad.flow.base import FlowEstimator
 
 # Bump when the stored content changes meaning: every entry is rebuilt.
 FORMAT_VERSION = 1
@@ -56,12 +56,23 @@ FORMAT_VERSION = 1
 CHUNK = 64
 
 
-def estimator_tag(estimator: FlowEstimator) -> str:
+@runtime_checkable
+class FlowFunction(Protocol):
+    """What the flow-target cache needs of a flow estimator (:class:`vad.flow.FlowEstimator` is one; data sits below
+    the estimators, so it names only this): ``(a, b) -> flows`` (N, 2, H, W) for frames (N, C, H, W) in [-1, 1], and
+    ``identity()``, a string that changes whenever the flows it gives may change (it keys the cache)."""
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
+
+    def identity(self) -> str: ...
+
+
+def estimator_tag(estimator: FlowFunction) -> str:
     """A readable folder-name part for the estimator: its class name, lower case (``disflow``, ``flownet2sd``)."""
     return re.sub(r"[^a-z0-9]+", "", type(estimator).__name__.lower()) or "flow"
 
 
-def compute_flows(estimator: FlowEstimator, frames: np.ndarray, step: int = 1) -> np.ndarray:
+def compute_flows(estimator: FlowFunction, frames: np.ndarray, step: int = 1) -> np.ndarray:
     """Flows of a uint8 (N, C, H, W) frame array: float32 (N - step, 2, H, W), entry k from frame k to k + step.
 
     Frames go to the estimator as they go to a method (``value / 127.5 - 1``), ``CHUNK`` pairs at a time, without
@@ -94,9 +105,12 @@ class FlowCache:
     Holds no open file; it pickles with its estimator (DIS holds no state).
     """
 
-    def __init__(self, frames: FrameCache, estimator: FlowEstimator, step: int = 1, workers: int | None = None) -> None:
-        if not isinstance(estimator, FlowEstimator):
-            raise TypeError(f"estimator must be a vad.flow.FlowEstimator, got {type(estimator).__name__}")
+    def __init__(self, frames: FrameCache, estimator: FlowFunction, step: int = 1, workers: int | None = None) -> None:
+        if not isinstance(estimator, FlowFunction):
+            raise TypeError(
+                f"estimator must be a flow estimator (callable on frame pairs, with identity()), got "
+                f"{type(estimator).__name__}"
+            )
         if step < 1:
             raise ValueError(f"step must be >= 1, got {step}")
         self.frames = frames

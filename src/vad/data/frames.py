@@ -1,9 +1,10 @@
 """Decoding of frames from image files and video files into uint8 arrays (H, W, C), RGB channel order.
 
-This is the only module that decodes images or videos; the frame cache calls it once per video.
+This is the only module that decodes images or videos; the frame cache calls it once per video (through
+:func:`vad.data.index.iter_frames`, which reads a video's frame source with it).
 
     frame = read_image(Path("data/ped2/testing/frames/01/000.jpg"), channels=1)   # (240, 360, 1) uint8
-    for frame in iter_frames(video.source, channels=3): ...
+    for frame in iter_video(Path("data/avenue/testing_videos/01.avi"), channels=3): ...
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vad.data.index import FrameSource
 from vad.errors import DataError
 
 INTERPOLATIONS = {
@@ -95,15 +95,6 @@ def count_video_frames(path: Path) -> int:
     if n == 0:
         raise DataError(f"{path}: the video has no decodable frames; re-encode or remove it")
     return n
-
-
-def iter_frames(source: FrameSource, channels: int) -> Iterator[np.ndarray]:
-    """Decode all frames of a source in order, as (H, W, channels) uint8 arrays (sizes may differ per frame)."""
-    if source.images:
-        for path in source.images:
-            yield read_image(path, channels)
-    else:
-        yield from iter_video(source.video, channels)  # type: ignore[arg-type]
 
 
 def resize(frame: np.ndarray, size: tuple[int, int], interpolation: str = "linear") -> np.ndarray:

@@ -1,7 +1,9 @@
 """The in-memory index of a dataset: videos, their ordered frame sources, labels and pixel masks.
 
 Every reader (FFP layout, official raw downloads, generic folders, single video files) produces a
-:class:`DatasetIndex`; everything downstream (frame cache, clip datasets, scoring) consumes only this.
+:class:`DatasetIndex`; everything downstream (frame cache, clip datasets, scoring) consumes only this. The folder
+listing rules the readers share (natural order, hidden files ignored) and :func:`iter_frames`, which decodes a
+source's frames with :mod:`vad.data.frames`, are here too.
 
     index = open_dataset("ped2", "data/ped2")          # see vad.data.layout
     index.test[0].name, index.test[0].num_frames, index.test[0].labels[:5]
@@ -10,11 +12,14 @@ Every reader (FFP layout, official raw downloads, generic folders, single video 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from vad.data.frames import count_video_frames, iter_video, read_image
+from vad.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv")
@@ -115,10 +120,27 @@ class Video:
             if self.source.images:
                 self._num_frames = len(self.source.images)
             else:
-                from vad.data.frames import count_video_frames
-
                 self._num_frames = count_video_frames(self.source.video)  # type: ignore[arg-type]
         return self._num_frames
+
+
+def frames_video(name: str, folder: Path) -> Video:
+    """A Video of the image files of ``folder``; a folder without frames raises DataError naming it."""
+    images = list_images(folder)
+    if not images:
+        raise DataError(
+            f"{folder}: video folder holds no frames ({', '.join(IMAGE_EXTENSIONS)}); add its frames or remove it"
+        )
+    return Video(name=name, source=FrameSource(images=tuple(images)))
+
+
+def iter_frames(source: FrameSource, channels: int) -> Iterator[np.ndarray]:
+    """Decode all frames of a source in order, as (H, W, channels) uint8 arrays (sizes may differ per frame)."""
+    if source.images:
+        for path in source.images:
+            yield read_image(path, channels)
+    else:
+        yield from iter_video(source.video, channels)  # type: ignore[arg-type]
 
 
 @dataclass

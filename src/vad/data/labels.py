@@ -11,10 +11,14 @@ of the ``videos`` mapping the caller passes (name -> number of frames, in sorted
 
     videos = {v.name: v.num_frames for v in index.test}
     labels, source = read_frame_labels(Path("data/ped2/ped2.mat"), videos)   # {"01": (180,) uint8, ...}
+
+The readers hand a dataset's ``labels`` argument (:data:`LabelsArg`) to :func:`attach_labels`, which reads the file
+it names (or the reader's default for ``"auto"``) into the index's test videos.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -23,10 +27,16 @@ import numpy as np
 import scipy.io
 
 from vad.data.frames import read_image
-from vad.data.index import MaskSource, list_images
+from vad.data.index import DatasetIndex, MaskSource, list_images
 from vad.errors import DataError
 
 Labels = dict[str, np.ndarray]
+
+LabelsArg = str | Path | None
+"""``"auto"`` (look for the known label files), a path to a label file or folder, or None (unlabelled)."""
+
+PREPARED_MANIFEST = "prepare.json"
+"""The manifest ``vad.prepare`` writes into a prepared folder; its ``label_source`` is named with the labels."""
 
 _GT_FRAME = re.compile(r"gt_frame\s*=\s*\[([^\]]*)\]")
 _RANGE = re.compile(r"^(\d+)(?::(\d+))?$")
@@ -285,3 +295,48 @@ def load_masks(masks: MaskSource, num_frames: int) -> np.ndarray:
 def mask_images(folder: Path) -> MaskSource:
     """A MaskSource of the mask images of ``folder`` (UCSD ``TestNNN_gt``), natural order, ``._*`` forks ignored."""
     return MaskSource(images=tuple(list_images(folder)))
+
+
+def is_auto(labels: LabelsArg) -> bool:
+    return isinstance(labels, str) and labels == "auto"
+
+
+def _resolve_labels_path(labels: str | Path, root: Path) -> Path:
+    path = Path(labels).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    return root / path if (root / path).exists() else path
+
+
+def _prepared_from(root: Path) -> str | None:
+    """The label source recorded by ``vad.prepare`` in the manifest of a prepared folder."""
+    manifest = root / PREPARED_MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text()).get("label_source")
+    except (ValueError, OSError):
+        return None
+
+
+def attach_labels(index: DatasetIndex, labels: LabelsArg, default: Path | None = None) -> None:
+    """Set ``labels`` and ``label_source`` of the index's test videos from ``labels`` (see :data:`LabelsArg`).
+
+    ``default``: the source ``"auto"`` stands for (None: leave the test set unlabelled).
+    """
+    if labels is None or not index.test:
+        return
+    if is_auto(labels):
+        if default is None:
+            return
+        path = default
+    else:
+        path = _resolve_labels_path(labels, index.root)
+    videos = {v.name: v.num_frames for v in index.test}
+    per_video, source = read_frame_labels(path, videos)
+    for video in index.test:
+        video.labels = per_video[video.name]
+    if path == index.root / "testing" / "labels":
+        prepared = _prepared_from(index.root)
+        source = f"{source}; prepared from {prepared}" if prepared else source
+    index.label_source = source

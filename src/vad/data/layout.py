@@ -26,31 +26,28 @@ macOS ``._*`` forks are ignored. The official downloads (UCSD, Avenue, ShanghaiT
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import scipy.io
 
+from vad.data import raw
+from vad.data.catalog import KNOWN_DATASETS, missing_root_error
 from vad.data.index import (
-    IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     DatasetIndex,
     FrameSource,
     MaskSource,
     Video,
+    frames_video,
     is_hidden,
     list_dirs,
     list_images,
     list_videos,
     natural_key,
 )
-from vad.data.labels import read_frame_labels
+from vad.data.labels import LabelsArg, attach_labels, is_auto
 from vad.errors import DataError
-
-LabelsArg = str | Path | None
-"""``"auto"`` (look for the known label files), a path to a label file or folder, or None (unlabelled)."""
 
 LAYOUTS = ("auto", "ffp", "ucsd", "avenue", "shanghaitech", "folder", "video")
 
@@ -63,92 +60,13 @@ FOLDER_TREE = """<root>/<video>.avi or <root>/<video>/<frame>.jpg          all t
 <root>/training/<video>.avi or <root>/training/<video>/*.jpg
 <root>/testing/<video>.avi or <root>/testing/<video>/*.jpg    labels: testing/labels/<video>.npy"""
 
-PREPARED_MANIFEST = "prepare.json"
-
 # Folders of a testing/ split that hold labels or masks, never videos.
 _NON_VIDEO_FOLDERS = {"frames", "labels", "masks", "test_frame_mask", "test_pixel_mask"}
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a dataset name of the suite stands for.
-
-    ``raw``: the reader of its official download (None when there is none); ``label_names``: stems under which its
-    label files circulate (``<stem>.mat``, ``frame_labels_<stem>.npy``).
-    """
-
-    description: str
-    raw: str | None
-    label_names: tuple[str, ...] = ()
-
-
-KNOWN_DATASETS: dict[str, DatasetInfo] = {
-    "ped1": DatasetInfo("UCSD Ped1: 34 training / 36 test grey videos of 200 frames", "ucsd", ("ped1",)),
-    "ped2": DatasetInfo("UCSD Ped2: 16 training / 12 test grey videos, 2010 test frames", "ucsd", ("ped2",)),
-    "avenue": DatasetInfo("CUHK Avenue: 16 training / 21 test colour videos, 15324 test frames", "avenue", ("avenue",)),
-    "shanghaitech": DatasetInfo(
-        "ShanghaiTech Campus: 330 training / 107 test videos of 13 scenes",
-        "shanghaitech",
-        ("shanghaitech", "shanghai"),
-    ),
-    "synthetic": DatasetInfo("the suite's generated fixed-camera scene, in the FFP layout", None, ("synthetic",)),
-    "folder": DatasetInfo("any footage: the FFP layout, or a folder of videos / frame folders", None),
-}
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of a dataset name; an unknown name raises DataError listing the known ones."""
-    if name not in KNOWN_DATASETS:
-        raise DataError(
-            f"unknown dataset {name!r}; known: {', '.join(KNOWN_DATASETS)} "
-            "(use dataset=folder with its root for any other footage)"
-        )
-    return KNOWN_DATASETS[name]
-
-
-def prepare_hint(name: str) -> str:
-    """How to obtain dataset ``name``: the prepare command, or how the synthetic / folder sets come about."""
-    info = KNOWN_DATASETS.get(name)
-    if info is not None and info.raw is not None:
-        return f"python -m vad.prepare dataset={name} source=<download folder>"
-    if name == "synthetic":
-        return "the synthetic set is generated on first use by the datamodule (dataset=synthetic)"
-    return "point the dataset root at your footage"
-
-
-def missing_root_error(name: str, root: Path, tree: str = FFP_TREE) -> DataError:
-    """The error for a dataset folder that does not exist: the expected tree and how to make it (multi-line)."""
-    return DataError(
-        f"{root}: dataset folder of {name!r} not found. Expected:\n{tree}\n"
-        f"Create it from the official download with:\n  {prepare_hint(name)}\n"
-        "or point paths.data_dir (or the dataset root) at an existing copy."
-    )
-
-
-def frames_video(name: str, folder: Path) -> Video:
-    """A Video of the image files of ``folder``; a folder without frames raises DataError naming it."""
-    images = list_images(folder)
-    if not images:
-        raise DataError(
-            f"{folder}: video folder holds no frames ({', '.join(IMAGE_EXTENSIONS)}); add its frames or remove it"
-        )
-    return Video(name=name, source=FrameSource(images=tuple(images)))
 
 
 def frame_folders(folder: Path) -> list[Video]:
     """One Video per sub-folder of ``folder`` (``training/frames``), in natural order."""
     return [frames_video(sub.name, sub) for sub in list_dirs(folder)]
-
-
-def is_auto(labels: LabelsArg) -> bool:
-    return isinstance(labels, str) and labels == "auto"
-
-
-def _resolve_labels_path(labels: str | Path, root: Path) -> Path:
-    path = Path(labels).expanduser()
-    if path.exists() or path.is_absolute():
-        return path
-    return root / path if (root / path).exists() else path
 
 
 def _gt_mat_files(root: Path) -> list[Path]:
@@ -191,40 +109,6 @@ def find_label_source(root: Path, name: str) -> Path | None:
     return None
 
 
-def _prepared_from(root: Path) -> str | None:
-    """The label source recorded by ``vad.prepare`` in the manifest of a prepared folder."""
-    manifest = root / PREPARED_MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        return json.loads(manifest.read_text()).get("label_source")
-    except (ValueError, OSError):
-        return None
-
-
-def attach_labels(index: DatasetIndex, labels: LabelsArg, default: Path | None = None) -> None:
-    """Set ``labels`` and ``label_source`` of the index's test videos from ``labels`` (see :data:`LabelsArg`).
-
-    ``default``: the source ``"auto"`` stands for (None: leave the test set unlabelled).
-    """
-    if labels is None or not index.test:
-        return
-    if is_auto(labels):
-        if default is None:
-            return
-        path = default
-    else:
-        path = _resolve_labels_path(labels, index.root)
-    videos = {v.name: v.num_frames for v in index.test}
-    per_video, source = read_frame_labels(path, videos)
-    for video in index.test:
-        video.labels = per_video[video.name]
-    if path == index.root / "testing" / "labels":
-        prepared = _prepared_from(index.root)
-        source = f"{source}; prepared from {prepared}" if prepared else source
-    index.label_source = source
-
-
 def attach_masks(root: Path, videos: Sequence[Video]) -> None:
     """Pixel masks of an FFP-layout test set: ``testing/test_pixel_mask/<video>.npy`` or ``testing/masks/<video>/``."""
     for video in videos:
@@ -244,7 +128,7 @@ def open_ffp(root: str | Path, name: str, labels: LabelsArg = "auto") -> Dataset
     """Index a dataset in the FFP layout (see the module docstring); a missing split gives an empty list."""
     root = Path(root)
     if not root.is_dir():
-        raise missing_root_error(name, root)
+        raise missing_root_error(name, root, FFP_TREE)
     if not is_ffp(root):
         raise DataError(f"{root}: not in the FFP layout (no training/frames or testing/frames). Expected:\n{FFP_TREE}")
     splits = {}
@@ -331,8 +215,6 @@ def open_dataset(name: str, root: str | Path, layout: str = "auto", labels: Labe
     ``layout``: one of :data:`LAYOUTS` (``auto`` detects it from the files); ``labels``: ``"auto"``, a label file or
     folder, or None for an unlabelled test set.
     """
-    from vad.data import raw
-
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     root = Path(root).expanduser()

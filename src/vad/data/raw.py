@@ -35,9 +35,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vad.data.index import DatasetIndex, FrameSource, MaskSource, Video, is_hidden, list_dirs, list_videos
-from vad.data.labels import avenue_mask_file, mask_images, read_avenue_masks
-from vad.data.layout import LabelsArg, attach_labels, frames_video, is_auto, missing_root_error
+from vad.data.catalog import missing_root_error
+from vad.data.index import (
+    DatasetIndex,
+    FrameSource,
+    MaskSource,
+    Video,
+    frames_video,
+    is_hidden,
+    list_dirs,
+    list_videos,
+)
+from vad.data.labels import LabelsArg, attach_labels, avenue_mask_file, is_auto, mask_images, read_avenue_masks
 from vad.errors import DataError
 
 UCSD_TREE = """UCSDped2/                        (or the folder holding it)

@@ -9,11 +9,12 @@ each frame against the signals' distribution on normal frames held out from trai
 
 so a normal frame scores about 0 and the score counts robust standard deviations towards "anomalous". The alert
 threshold is the (1 - fpr) quantile of the calibration frames' scores: on footage like the calibration frames,
-a fraction ``fpr`` of the frames raise an alert (``threshold.fpr=0.01``), or a threshold is given explicitly.
+a fraction ``fpr`` of the frames raise an alert (``threshold.fpr``, by default :data:`DEFAULT_FPR`), or a threshold
+is given explicitly.
 
 A stream's score can be smoothed over time as the protocol smooths a video's (``model.smoothing``), but only with
 the frames seen so far: ``smoothing`` is the standard deviation, in frames, of a one-sided (causal) Gaussian over the
-current and the past ``ceil(3 sigma)`` frames (:func:`causal_smooth`, :class:`CausalSmoother`). The calibration
+current and the past ``ceil(3 sigma)`` frames (:mod:`vad.evaluation.smoothing`). The calibration
 frames' scores are smoothed the same way, video by video, before their quantiles are taken, so the threshold keeps
 its false-alarm rate on smoothed scores. A run's calibration takes its ``model.smoothing``; ``vad.calibrate
 smoothing=<sigma>`` sets another.
@@ -21,7 +22,8 @@ smoothing=<sigma>`` sets another.
     calibration = Calibration.fit({"psnr": psnr_values}, {"psnr": -1.0}, source="held-out videos 03, 12",
                                   smoothing=2.0, videos=video_of_each_frame)
     scores = calibration.stream_scores({"psnr": new_psnr})   # (N,) calibrated scores of one input, smoothed
-    alerts = scores > calibration.threshold(fpr=0.01)
+    alerts = scores > calibration.threshold(fpr=DEFAULT_FPR)
+    metrics = calibrated_metrics(calibration, protocol_result)   # a test scored as a stream, beside the protocol
 
 Stored in checkpoints as a plain dict (:meth:`Calibration.to_dict`) under ``vad_calibration``.
 """
@@ -29,15 +31,16 @@ Stored in checkpoints as a plain dict (:meth:`Calibration.to_dict`) under ``vad_
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from vad.errors import ConfigError
-from vad.evaluation.protocol import check_smoothing
+from vad.evaluation.protocol import ProtocolResult
+from vad.evaluation.smoothing import causal_smooth, check_smoothing
 
 #: checkpoint key of the calibration
 CHECKPOINT_KEY = "vad_calibration"
@@ -45,6 +48,9 @@ CHECKPOINT_KEY = "vad_calibration"
 MAD_TO_STD = 1.4826
 #: calibration scores kept (sorted) for thresholds at any rate: at most this many, evenly spaced quantiles
 KEPT_SCORES = 4001
+#: the false-alarm rate of the alert threshold: ``vad.score``'s default (``threshold.fpr`` in conf/score.yaml holds the
+#: same value), the threshold ``vad.evaluate``'s test reports and ``vad.calibrate`` prints
+DEFAULT_FPR = 0.01
 
 
 @dataclass
@@ -68,54 +74,6 @@ class SignalStats:
         if not scale > 0:  # more than half the values equal: fall back to the std, then to 1
             scale = std if std > 0 else 1.0
         return cls(median=median, scale=scale, mean=float(values.mean()), std=std)
-
-
-def causal_kernel(sigma: float) -> np.ndarray:
-    """The weights of the current frame and the ``ceil(3 sigma)`` frames before it (index k: k frames back):
-    a one-sided Gaussian of standard deviation ``sigma`` frames, normalised; ``[1.0]`` for ``sigma=0``."""
-    sigma = check_smoothing(sigma, "smoothing")
-    if sigma == 0:
-        return np.ones(1)
-    back = np.arange(math.ceil(3 * sigma) + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (back / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def causal_smooth(x: np.ndarray | Sequence[float], sigma: float) -> np.ndarray:
-    """One input's scores smoothed with :func:`causal_kernel`: each value from itself and the values before it
-    only, the first value repeated before the start (a constant stays constant); what :class:`CausalSmoother` gives
-    value by value. A non-finite value is passed through and skipped by its neighbours, as a frame that could not be
-    scored. ``sigma=0`` returns the values unchanged (float64)."""
-    x = np.asarray(x, dtype=np.float64)
-    kernel = causal_kernel(sigma)
-    finite = np.isfinite(x)
-    out = x.copy()
-    if kernel.size == 1 or not finite.any():
-        return out
-    values = x[finite]
-    padded = np.concatenate([np.full(kernel.size - 1, values[0]), values])
-    # out[i] = sum_k kernel[k] * padded[i + K - k] (np.convolve flips its second argument)
-    out[finite] = np.convolve(padded, kernel, mode="valid")
-    return out
-
-
-class CausalSmoother:
-    """:func:`causal_smooth` one value at a time, for a stream: ``push(score)`` returns the smoothed score of the
-    frame just scored; a new input starts with a new smoother."""
-
-    def __init__(self, sigma: float) -> None:
-        self.kernel = causal_kernel(sigma)
-        self.recent: deque[float] = deque(maxlen=self.kernel.size)
-
-    def push(self, value: float) -> float:
-        value = float(value)
-        if self.kernel.size == 1 or not math.isfinite(value):
-            return value
-        if not self.recent:
-            self.recent.extend([value] * (self.kernel.size - 1))  # the first value repeated before the start
-        self.recent.append(value)
-        # recent[-1 - k] is k frames back
-        return float(np.dot(self.kernel, np.asarray(self.recent)[::-1]))
 
 
 @dataclass
@@ -281,3 +239,26 @@ def _event(times: np.ndarray, frames: np.ndarray, scores: np.ndarray, first: int
         "peak_score": float(scores[peak]),
         "peak_frame": int(frames[peak]),
     }
+
+
+def calibrated_metrics(calibration: Calibration, result: ProtocolResult) -> dict[str, Any]:
+    """The test scored as a stream would be (no per-video min-max; each video's scores smoothed causally as the
+    calibration says, as ``vad.score`` smooths an input's), beside the protocol's numbers: the micro AUC of the
+    calibrated scores, and the precision / recall / false-alarm rate of the alerts at the threshold of a
+    :data:`DEFAULT_FPR` false-alarm rate on the calibration frames."""
+    labelled = [v for v in result.videos if v.labels is not None]
+    out: dict[str, Any] = {
+        "source": calibration.source,
+        "frames": calibration.frames,
+        "smoothing": calibration.smoothing,
+        "fpr": DEFAULT_FPR,
+    }
+    if not labelled:
+        return out
+    scores = np.concatenate([calibration.stream_scores(v.signals, result.weights) for v in labelled])
+    labels = np.concatenate([v.labels for v in labelled]).astype(int)
+    threshold = calibration.threshold(DEFAULT_FPR)
+    out["threshold"] = threshold
+    out["auc_micro"] = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else None
+    out |= {f"alert_{k}": v for k, v in alert_metrics(scores, labels, threshold).items()}
+    return out

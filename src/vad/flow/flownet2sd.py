@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vad.checkpoint_io import compare_state
 from vad.errors import ConfigError
 from vad.flow.base import FlowEstimator
-from vad.nets.state import compare_state
 
 # The network sees sizes that are multiples of its total stride (six stride-2 convolutions).
 STRIDE = 64

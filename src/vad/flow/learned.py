@@ -43,9 +43,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from vad.data.clips import collate_clips, frames_to_float
+from vad.data.batches import collate_clips, frames_to_float
+from vad.data.datamodule import VideoDataModule
 from vad.errors import ConfigError, DataError
 from vad.flow.base import FlowEstimator, to_grey, warp
+from vad.flow.dis import DISFlow
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +290,6 @@ class FlowPairs:
 
 def flow_pairs(dataset: Mapping[str, Any], targets: Mapping[str, Any], holdout: float) -> FlowPairs:
     """:class:`FlowPairs` of the dataset config ``dataset`` (frames and DIS targets cached on first use)."""
-    from vad.data.datamodule import VideoDataModule
-    from vad.flow.dis import DISFlow
-
     settings = {k: v for k, v in dataset.items() if k != "_target_"}
     # every consecutive pair once, no pseudo-anomaly, flows from DIS; the held-out validation videos stay out
     options = {**settings, "clip_len": 2, "frame_stride": 1, "pseudo": None, "val_pseudo": None, "num_workers": 0,

@@ -2,12 +2,14 @@
 
     detector = ExportedDetector.load("model.onnx")             # or model.pt; reads the file's vad.json
     signals = detector.test_signals({"frames": clips})         # clips (B, T, C, H, W) uint8 or in [-1, 1] -> (B,)
-    scorer = StreamScorer(detector, **detector.preprocessing(), threshold=detector.calibration.threshold(0.01))
+    scorer = StreamScorer(detector, detector.spec, threshold=detector.calibration.threshold(DEFAULT_FPR))
+    # DEFAULT_FPR: vad.evaluation.calibration's 1% false-alarm rate
 
-It offers what :class:`vad.inference.stream.StreamScorer` asks of a :class:`~vad.methods.base.VADModule` (the signals, the
-score weights, the calibration, no extra clip inputs, no test-time state, no sample panels: an overlay has no heat
-map), so ``vad.score ckpt_path=model.pt|model.onnx`` runs without the training code's checkpoint or config. The
-signals are the exported stateless ones (``frame_signals``: MNAD without its test-time memory update). ONNX files run
+It offers what :class:`vad.inference.scorer.StreamScorer` asks of a :class:`~vad.methods.base.VADModule` (the
+signals, the score weights, the calibration, no extra clip inputs, no test-time state, no sample panels: an overlay
+has no heat map) and the input spec it was exported with (:class:`vad.inference.spec.InputSpec`), so ``vad.score
+ckpt_path=model.pt|model.onnx`` runs without the training code's checkpoint or config. The signals are the exported
+stateless ones (``frame_signals``: MNAD without its test-time memory update). ONNX files run
 on onnxruntime (the ``onnx`` extra).
 """
 
@@ -21,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vad.data.clips import frames_to_float
+from vad.data.batches import frames_to_float
 from vad.errors import ConfigError, DataError
 from vad.evaluation.calibration import Calibration
+from vad.inference.spec import METADATA_KEYS, InputSpec
 
 #: the suffixes of the files ``vad.export`` writes, and their formats
 SUFFIXES = {".pt": "torchscript", ".onnx": "onnx"}
@@ -57,8 +60,7 @@ def _metadata(text: str | None, path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise ConfigError(f"ckpt_path: {path}: its {METADATA_KEY} is not JSON ({error}); {hint}") from None
     needed = {"signals", "score_weights", "calibration", "input"}
-    inputs = {"clip_len", "frame_stride", "image_size", "channels", "interpolation"}
-    missing = sorted(needed - set(info)) + sorted(inputs - set(info.get("input") or {}))
+    missing = sorted(needed - set(info)) + sorted(set(METADATA_KEYS) - set(info.get("input") or {}))
     if missing:
         raise ConfigError(f"ckpt_path: {path}: its {METADATA_KEY} lacks {missing}; {hint}")
     return info
@@ -114,8 +116,8 @@ class ExportedDetector:
     """A TorchScript or ONNX file of ``vad.export`` with its metadata (see the module docstring).
 
     Attributes: ``signals`` (the output columns), ``score_weights``, ``calibration`` (None when the exported
-    checkpoint had none), ``clip_len``, ``frame_stride``, ``image_size``, ``channels``, ``interpolation`` (the
-    preprocessing the model expects), ``method`` (its class name), ``format``, ``path``, ``device`` (where its
+    checkpoint had none), ``spec`` (the :class:`~vad.inference.spec.InputSpec` of the clips and frames the model
+    expects), ``method`` (its class name), ``format``, ``path``, ``device`` (where its
     inputs go: the CPU for ONNX, whose runtime places them itself).
     """
 
@@ -137,12 +139,7 @@ class ExportedDetector:
         self.signals = tuple(str(s) for s in info["signals"])
         self.score_weights = {str(k): float(v) for k, v in info["score_weights"].items()}
         self.calibration = None if info["calibration"] is None else Calibration.from_dict(info["calibration"])
-        spec = info["input"]
-        self.clip_len = int(spec["clip_len"])
-        self.frame_stride = int(spec["frame_stride"])
-        self.image_size = (int(spec["image_size"][0]), int(spec["image_size"][1]))
-        self.channels = int(spec["channels"])
-        self.interpolation = str(spec["interpolation"])
+        self.spec = InputSpec.from_metadata(info["input"])
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", fmt: str | None = None) -> ExportedDetector:
@@ -160,19 +157,9 @@ class ExportedDetector:
             device = torch.device("cpu")
         return cls(run, _metadata(text, path), path=path, fmt=fmt, device=device)
 
-    def preprocessing(self) -> dict[str, Any]:
-        """The clip and frame format, as :class:`~vad.inference.stream.StreamScorer`'s keyword arguments."""
-        return {
-            "clip_len": self.clip_len,
-            "frame_stride": self.frame_stride,
-            "size": self.image_size,
-            "channels": self.channels,
-            "interpolation": self.interpolation,
-        }
-
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """Clips ``(B, T, C, H, W)`` float32 in [-1, 1], or uint8 as the loaders ship them (converted on
-        :attr:`device` by :func:`vad.data.clips.frames_to_float`, as a trained module does) -> raw signals ``(B, S)``
+        :attr:`device` by :func:`vad.data.batches.frames_to_float`, as a trained module does) -> raw signals ``(B, S)``
         float32 in ``signals`` order."""
         values = self._run(frames_to_float(frames.to(self.device)))
         if values.ndim != 2 or values.shape[1] != len(self.signals):

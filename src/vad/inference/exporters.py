@@ -1,6 +1,7 @@
 """The exporters behind ``python -m vad.export`` (:mod:`vad.export`): TorchScript and ONNX files of a trained
 detector's per-frame signals, with its calibration and preprocessing (``vad.json``), each loaded back and checked at
-a batch size it was not exported with. See :mod:`vad.export` for the formats and :mod:`vad.inference.exported` for loading.
+a batch size it was not exported with. See :mod:`vad.export` for the formats and :mod:`vad.inference.exported` for
+loading.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from vad.errors import ConfigError
 from vad.inference.exported import METADATA_KEY, ONNX_INSTALL, ExportedDetector
+from vad.inference.spec import InputSpec
 from vad.methods.base import VADModule
 
 #: the packages of the ``onnx`` extra that ONNX export uses (onnxruntime: the exported model is checked with it)
@@ -44,21 +46,13 @@ class SignalModel(nn.Module):
 
 
 def metadata(model: VADModule, run_cfg: DictConfig) -> dict[str, Any]:
-    data = run_cfg.dataset
+    """The ``vad.json`` of an export: the signals, the score weights, the calibration, the input spec of the run
+    (:meth:`InputSpec.to_metadata`) and the method."""
     return {
         "signals": list(model.signals),
         "score_weights": dict(model.score_weights),
         "calibration": None if model.calibration is None else model.calibration.to_dict(),
-        "input": {
-            "layout": "B, T, C, H, W",
-            "clip_len": int(run_cfg.model.clip_len),
-            "frame_stride": int(data.get("frame_stride", 1)),
-            "image_size": [int(s) for s in data.image_size],
-            "channels": int(data.channels),
-            "colour": "grey" if int(data.channels) == 1 else "RGB",
-            "interpolation": str(data.get("interpolation", "linear")),
-            "values": "uint8 / 127.5 - 1, in [-1, 1]",
-        },
+        "input": InputSpec.of_run(run_cfg).to_metadata(),
         "method": type(model).__name__,
     }
 
@@ -71,8 +65,8 @@ def _checked_example(model: VADModule, run_cfg: DictConfig, batch: int) -> tuple
             "so its signals cannot be exported as a function of the frames alone"
         )
     info = metadata(model, run_cfg)
-    size = info["input"]
-    example = torch.rand(batch, size["clip_len"], size["channels"], *size["image_size"]) * 2 - 1
+    spec = InputSpec.from_metadata(info["input"])
+    example = torch.rand(batch, spec.clip_len, spec.channels, *spec.size) * 2 - 1
     return info, example
 
 

@@ -6,8 +6,9 @@ come from the flow-target cache (:mod:`vad.data.flows`; OpenCV DIS by default, `
 FlowNet2-SD as in the paper). A PatchGAN discriminator sees [frame, flow]; the generator loss is
 0.25 adv + intensity + gradient + 2 L1(flow), Adam G 2e-4, D 2e-5, betas (0.5, 0.9).
 
-Score (the max-patch score, :func:`vad.evaluation.protocol.max_patch` / :func:`vad.evaluation.protocol.patch_score`): per frame the window
-(16x16, stride 4 in the paper at 128x192) with the largest flow error, the intensity error in that window, and
+Score (the max-patch score, :func:`vad.evaluation.patch.max_patch` / :func:`vad.evaluation.patch.patch_score`): per
+frame the window (16x16, stride 4 in the paper at 128x192) with the largest flow error, the intensity error in that
+window, and
 S = log(w_F S_F) + lambda_S log(w_I S_I) with w the inverse means of S_F and S_I over the normal training frames,
 computed once after training and stored in the checkpoint (``training_means``), lambda_S = 0.2. The signals
 ``patch_flow_error``, ``patch_intensity_error``, ``flow_error`` (the whole frame's) and ``psnr`` (of the
@@ -25,67 +26,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from vad.errors import ConfigError
-from vad.evaluation import protocol as scoring
-from vad.flow import FlowEstimator
-from vad.methods import losses
-from vad.methods.base import Clip, FramePredictor, FrozenNet, Prediction, VADModule
+from vad.evaluation.patch import check_patch
+from vad.methods import losses, panels
+from vad.methods.amc_signals import FLOW_TARGETS, PATCH_DEFAULTS, PATCH_SIGNALS, patch_signals, require_flows
+from vad.methods.base import Clip, FrozenNet
+from vad.methods.frame_predictor import FramePredictor, Prediction
 from vad.nets.amc import AMCNet
-from vad.reporting import panels
-
-#: the estimator of the flow targets (cached once per dataset; need not be differentiable)
-FLOW_TARGETS = FrozenNet(
-    group="flow_targets",
-    what="flow-target estimator",
-    kind=FlowEstimator,
-    choices="flow_targets=dis (OpenCV, default) or flow_targets=flownet2sd",
-)
-#: the signals of a method scored by the max-patch score
-PATCH_SIGNALS = ("psnr", "flow_error", "patch_flow_error", "patch_intensity_error", "patch_score")
-PATCH_DEFAULTS: Mapping[str, float] = {"window": 16, "stride": 4, "lam": 0.2}
-
-
-def require_flows(module: VADModule, clip: Clip) -> torch.Tensor:
-    """The clip's flow targets (N, clip_len - 1, 2, H, W); a clear error when the batch carries none."""
-    if clip.flows is None:
-        raise RuntimeError(
-            f"{type(module).__name__} needs flow targets in its batches: build the datamodule with "
-            "vad.app.build.build_datamodule(cfg, model) (or call datamodule.request(model.clip_requests()))"
-        )
-    return clip.flows
-
-
-def patch_signals(
-    module: VADModule,
-    frame: torch.Tensor,
-    frame_target: torch.Tensor,
-    flow: torch.Tensor,
-    flow_target: torch.Tensor,
-    patch: Mapping[str, Any],
-) -> dict[str, torch.Tensor]:
-    """The max-patch signals of a batch (see :data:`PATCH_SIGNALS`): intensity error = squared error averaged
-    over the image channels, flow error = squared error averaged over the flow channels, both per pixel; the
-    weights of the score are the inverse training means of the module (1 before they are computed)."""
-    frame, frame_target = frame.float(), frame_target.float()
-    flow_map = (flow.float() - flow_target.float()).square().mean(dim=1)
-    intensity_map = losses.squared_error_map(frame, frame_target)  # on [0, 1] images, as the PSNR
-    chosen = scoring.max_patch(flow_map, intensity_map, window=patch["window"], stride=patch["stride"])
-    score = scoring.patch_score(
-        chosen.select,
-        chosen.value,
-        w_flow=1.0 / module.training_mean("patch_flow_error"),
-        w_intensity=1.0 / module.training_mean("patch_intensity_error"),
-        lam=patch["lam"],
-    )
-    return {
-        "psnr": losses.psnr(frame, frame_target),
-        "flow_error": flow_map.flatten(1).mean(dim=1),
-        "patch_flow_error": chosen.select,
-        "patch_intensity_error": chosen.value,
-        "patch_score": score,
-    }
 
 
 def with_magnitude(flow: torch.Tensor) -> torch.Tensor:
@@ -107,6 +55,7 @@ class AMC(FramePredictor):
         patch: ``window``, ``stride`` of the max-patch score, ``lam`` (lambda_S).
         score: fusion weights of the signals (default ``{patch_score: 1}``).
         frozen: ``{"flow_targets": estimator}`` (config group ``flow_targets``), required.
+        common: the other arguments every method takes, see :class:`~vad.methods.base.VADModule`.
     """
 
     signals = PATCH_SIGNALS
@@ -122,39 +71,17 @@ class AMC(FramePredictor):
     }
     frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {"flow_targets": FLOW_TARGETS}
     training_mean_names = ("patch_flow_error", "patch_intensity_error")
+    default_clip_len = 2
+    default_channels_last = True
 
-    def __init__(
-        self,
-        *,
-        channels: int = 3,
-        clip_len: int = 2,
-        generator: Mapping[str, Any] | None = None,
-        discriminator: Mapping[str, Any] | None = None,
-        loss: Mapping[str, float] | None = None,
-        optim: Mapping[str, Any] | None = None,
-        patch: Mapping[str, Any] | None = None,
-        score: Mapping[str, float] | None = None,
-        frozen: Mapping[str, nn.Module | None] | None = None,
-        grad_clip: float | None = None,
-        channels_last: bool = True,
-    ) -> None:
+    def __init__(self, *, patch: Mapping[str, Any] | None = None, **common: Any) -> None:
+        clip_len = self.default_clip_len if common.get("clip_len") is None else common["clip_len"]
         if clip_len != 2:
             raise ConfigError(f"model.clip_len must be 2 for AMC (the frame and the next one), got {clip_len}")
-        super().__init__(
-            channels=channels,
-            clip_len=clip_len,
-            generator=generator,
-            discriminator=discriminator,
-            loss=loss,
-            optim=optim,
-            score=score,
-            frozen=frozen,
-            grad_clip=grad_clip,
-            channels_last=channels_last,
-        )
+        super().__init__(**common)
         if self.frozen_net("flow_targets") is None:
             raise ConfigError(f"AMC needs flow targets: choose {FLOW_TARGETS.choices}")
-        self.patch = scoring.check_patch(patch, PATCH_DEFAULTS)
+        self.patch = check_patch(patch, PATCH_DEFAULTS)
         self.save_hyperparameters(ignore=["frozen"])
 
     def clip_requests(self) -> dict[str, Any]:

@@ -13,8 +13,9 @@ Which flow is the motion target (``motion_target``): ``next`` (default), the flo
 the predicted frame and with AMC's F_t, so the motion branch must extrapolate the motion it sees through its memory;
 ``observed``, the flow from I_{t-1} to I_t between the two frames the branch sees. The seed does not say which.
 
-Score: AMC's max-patch score (:mod:`vad.methods.amc`): the window with the largest flow error, the prediction error
-in it, S = log(w_F S_F) + lambda_S log(w_I S_I), w the inverse training means (stored in the checkpoint).
+Score: AMC's max-patch score (:mod:`vad.methods.amc_signals`): the window with the largest flow error, the
+prediction error in it, S = log(w_F S_F) + lambda_S log(w_I S_I), w the inverse training means (stored in the
+checkpoint).
 Ablations of the seed: ``model.net.motion_memory=false`` (no motion memory), memory sizes
 ``model.net.appearance_items`` / ``motion_items`` (10 / 10 default, 15 / 15).
 
@@ -28,15 +29,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from vad.errors import ConfigError
-from vad.evaluation import protocol as scoring
-from vad.methods import losses
-from vad.methods.amc import FLOW_TARGETS, PATCH_DEFAULTS, PATCH_SIGNALS, patch_signals, require_flows
+from vad.evaluation.patch import check_patch
+from vad.methods import losses, panels
+from vad.methods.amc_signals import FLOW_TARGETS, PATCH_DEFAULTS, PATCH_SIGNALS, patch_signals, require_flows
 from vad.methods.base import Clip, FrozenNet, VADModule
 from vad.nets.amc import CoMemoryNet, CoMemoryOutput
-from vad.reporting import panels
 
 MOTION_TARGETS = ("next", "observed")
 
@@ -56,6 +55,7 @@ class AMCCoMemory(VADModule):
         score: fusion weights of the signals (default ``{patch_score: 1}``).
         frozen: ``{"flow_targets": estimator}`` (config group ``flow_targets``), required.
         grad_clip: max gradient norm per optimiser step.
+        common: the other arguments every method takes, see :class:`~vad.methods.base.VADModule`.
     """
 
     signals = PATCH_SIGNALS
@@ -73,20 +73,14 @@ class AMCCoMemory(VADModule):
     def __init__(
         self,
         *,
-        channels: int = 3,
-        clip_len: int = 5,
         net: Mapping[str, Any] | None = None,
         motion_target: str = "next",
-        loss: Mapping[str, float] | None = None,
         optim: Mapping[str, Any] | None = None,
         patch: Mapping[str, Any] | None = None,
-        score: Mapping[str, float] | None = None,
-        frozen: Mapping[str, nn.Module | None] | None = None,
-        grad_clip: float | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            channels=channels, clip_len=clip_len, loss=loss, score=score, frozen=frozen, grad_clip=grad_clip
-        )
+        super().__init__(**common)
+        clip_len = self.clip_len
         if clip_len < 3:
             raise ConfigError(
                 f"model.clip_len must be >= 3 (two input frames for the motion branch + the target), got {clip_len}"
@@ -99,9 +93,9 @@ class AMCCoMemory(VADModule):
         self.optim = {"lr": 2e-4, "betas": (0.9, 0.999), "anneal": "step"} | dict(optim or {})
         if self.optim["anneal"] not in ("step", "none"):
             raise ConfigError(f"model.optim.anneal={self.optim['anneal']!r} is not one of ['step', 'none']")
-        self.patch = scoring.check_patch(patch, PATCH_DEFAULTS)
+        self.patch = check_patch(patch, PATCH_DEFAULTS)
         self.save_hyperparameters(ignore=["frozen"])
-        self.net = CoMemoryNet(channels, clip_len - 1, **dict(net or {}))
+        self.net = CoMemoryNet(self.channels, clip_len - 1, **dict(net or {}))
 
     def clip_requests(self) -> dict[str, Any]:
         return {"flows": self.frozen_net("flow_targets")}
@@ -168,16 +162,8 @@ class AMCCoMemory(VADModule):
             clip = self.training_clip(usual)
             out = self(clip)
             terms, logged = self.loss_terms_of(out, clip)
-        loss = self.weighted_sum(terms) if terms else torch.zeros((), device=self.device)
-        logged |= terms
-        if negative is not None:
-            inverse = self.pseudo_negative_term(self(self.training_clip(negative)).frame, negative)
-            self.check_finite({"pseudo_negative": inverse})
-            loss = loss + inverse
-            logged["pseudo_negative"] = inverse
-        self.optimise(self.optimizers(), loss)
-        self.log_terms(logged, batch_size=n)
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n, on_step=True, on_epoch=False)
+        loss = self.objective_step(self.optimizers(), terms, negative, lambda inputs: self(inputs).frame, logged)
+        self.log_step(logged, loss, batch_size=n)
         if out is not None:
             # the losses and the reads used the memories before this step's update, as in MNAD
             self.net.appearance_memory.update_(out.appearance_read)

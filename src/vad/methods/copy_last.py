@@ -26,13 +26,14 @@ class CopyLast(VADModule):
         clip_len: frames per item; only the last two are used, the first ``clip_len - 1`` frames of each video are
             dropped exactly as for a predictor with ``clip_len - 1`` inputs.
         score: fusion weights of the ``psnr`` signal.
+        common: the other arguments every method takes, see :class:`~vad.methods.base.VADModule`.
     """
 
     signals = ("psnr",)
     trainable = False
 
-    def __init__(self, *, channels: int = 3, clip_len: int = 5, score: Mapping[str, float] | None = None) -> None:
-        super().__init__(channels=channels, clip_len=clip_len, score=score)
+    def __init__(self, **common: Any) -> None:
+        super().__init__(**common)
         self.save_hyperparameters()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:

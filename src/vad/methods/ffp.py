@@ -21,24 +21,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from vad.evaluation import protocol as scoring
+from vad.evaluation.patch import check_patch, max_patch
 from vad.flow import FlowEstimator
-from vad.methods import losses
-from vad.methods.base import Clip, FramePredictor, FrozenNet, Prediction
+from vad.methods import losses, panels
+from vad.methods.base import Clip, FrozenNet
+from vad.methods.frame_predictor import FLOW_FOR_LOSS, FramePredictor, Prediction
 from vad.nets import UNet
-from vad.reporting import panels
-
-#: a differentiable flow estimator whose gradient a flow term needs (FFP's, and any method with a flow loss)
-FLOW_FOR_LOSS = FrozenNet(
-    group="flow",
-    what="flow estimator",
-    terms=("flow",),
-    gradient=True,
-    kind=FlowEstimator,
-    choices="flow=lk (CPU, weight-free) or flow=flownet2sd",
-)
 
 #: the windows of the ``patch_max`` signal when ``model.patch`` does not set them
 DEFAULT_PATCH: Mapping[str, int] = {"window": 16, "stride": 4}
@@ -58,7 +47,7 @@ class FFP(FramePredictor):
         patch: ``window`` (default 16) and ``stride`` (default 4) in pixels of the ``patch_max`` signal: the mean
             squared error of the prediction (on the [0, 1] scale of the PSNR, channels averaged) in each ``window`` x
             ``window`` patch taken every ``stride`` pixels without padding, and its maximum over the patches (see
-            ``vad.evaluation.protocol.max_patch``). The window must fit in the frame.
+            ``vad.evaluation.patch.max_patch``). The window must fit in the frame.
         frozen: ``{"flow": estimator}``, a differentiable ``vad.flow`` estimator, required when the flow weight is
             not 0 (config group ``flow``).
         grad_clip: max gradient norm per optimiser step.
@@ -69,38 +58,14 @@ class FFP(FramePredictor):
     loss_terms = ("intensity", "gradient", "flow", "adversarial")
     default_loss: ClassVar[Mapping[str, float]] = {"intensity": 1.0, "gradient": 1.0, "flow": 2.0, "adversarial": 0.05}
     frozen_nets: ClassVar[Mapping[str, FrozenNet]] = {"flow": FLOW_FOR_LOSS}
+    default_channels_last = True
 
-    def __init__(
-        self,
-        *,
-        channels: int = 3,
-        clip_len: int = 5,
-        generator: Mapping[str, Any] | None = None,
-        discriminator: Mapping[str, Any] | None = None,
-        loss: Mapping[str, float] | None = None,
-        optim: Mapping[str, Any] | None = None,
-        score: Mapping[str, float] | None = None,
-        frozen: Mapping[str, nn.Module | None] | None = None,
-        grad_clip: float | None = None,
-        channels_last: bool = True,
-        patch: Mapping[str, int] | None = None,
-    ) -> None:
-        patch_config = scoring.check_patch(patch, DEFAULT_PATCH)
+    def __init__(self, *, patch: Mapping[str, int] | None = None, **common: Any) -> None:
+        patch_config = check_patch(patch, DEFAULT_PATCH)
         # the flow term's per-frame error is a signal only when there is a flow estimator to compute it
-        has_flow = (frozen or {}).get("flow") is not None
+        has_flow = (common.get("frozen") or {}).get("flow") is not None
         self.signals = type(self).signals + (("flow_error",) if has_flow else ())
-        super().__init__(
-            channels=channels,
-            clip_len=clip_len,
-            generator=generator,
-            discriminator=discriminator,
-            loss=loss,
-            optim=optim,
-            score=score,
-            frozen=frozen,
-            grad_clip=grad_clip,
-            channels_last=channels_last,
-        )
+        super().__init__(**common)
         self.patch = patch_config
         self.save_hyperparameters(ignore=["frozen"])
 
@@ -131,7 +96,7 @@ class FFP(FramePredictor):
         prediction = self.forward_clip(clip).frame.float()
         target = clip.target.float()
         error = losses.squared_error_map(prediction, target)  # the squared error of the PSNR, per pixel
-        patch = scoring.max_patch(error, window=self.patch["window"], stride=self.patch["stride"])
+        patch = max_patch(error, window=self.patch["window"], stride=self.patch["stride"])
         signals = {
             "psnr": losses.psnr(prediction, target),
             "patch_max": patch.select,

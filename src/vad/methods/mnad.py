@@ -13,7 +13,8 @@ a (1 - g(PSNR)) + (1 - a) g(D), g the per-video min-max, is the fusion ``{psnr: 
 Test time (``test_memory``): the test starts from the trained memory and processes the frames in order, one at a
 time, exactly like the reference's batch-1 loop whatever ``dataset.eval_batch_size`` is (the encoder still runs on
 the whole batch; only the memory read and the decoder go frame by frame). After a frame is scored, the memory is
-updated with its queries when its weighted regular score (``vad.methods.losses.weighted_regular_score``) is below ``gamma``.
+updated with its queries when its weighted regular score (``vad.methods.losses.weighted_regular_score``) is below
+``gamma``.
 ``between_videos: carry`` keeps one memory across the test videos in test order, as the reference does; ``reset``
 restarts every test video from the trained memory, so a video's scores do not depend on the videos before it. The
 test memory is a copy: the trained memory (and the checkpoint) never change at test time.
@@ -35,10 +36,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from vad.errors import ConfigError
-from vad.methods import losses
+from vad.methods import losses, panels
 from vad.methods.base import VADModule
 from vad.nets import Memory, MemoryRead, MNADDecoder, MNADEncoder
-from vad.reporting import panels
 
 ANNEALING = ("step", "epoch", "none")
 BETWEEN_VIDEOS = ("carry", "reset")
@@ -62,6 +62,7 @@ class MNAD(VADModule):
             ``between_videos`` (``carry`` or ``reset``), see the module docstring.
         score: fusion weights of ``psnr`` and ``feature_distance``.
         grad_clip: max gradient norm per optimiser step.
+        common: the other arguments every method takes, see :class:`~vad.methods.base.VADModule`.
     """
 
     signals = ("psnr", "feature_distance")
@@ -72,18 +73,13 @@ class MNAD(VADModule):
     def __init__(
         self,
         *,
-        channels: int = 3,
-        clip_len: int = 5,
-        task: str = "prediction",
         net: Mapping[str, Any] | None = None,
         memory: Mapping[str, Any] | None = None,
-        loss: Mapping[str, float] | None = None,
         optim: Mapping[str, Any] | None = None,
         test_memory: Mapping[str, Any] | None = None,
-        score: Mapping[str, float] | None = None,
-        grad_clip: float | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__(channels=channels, clip_len=clip_len, loss=loss, score=score, task=task, grad_clip=grad_clip)
+        super().__init__(**common)
         self.optim = {"lr": 2e-4, "betas": (0.9, 0.999), "anneal": "step"} | dict(optim or {})
         _choice("model.optim.anneal", self.optim["anneal"], ANNEALING)
         self.test_memory = {"gamma": 0.01, "between_videos": "carry"} | dict(test_memory or {})
@@ -95,10 +91,10 @@ class MNAD(VADModule):
             )
         self.save_hyperparameters()
 
-        in_channels = channels * (clip_len - 1 if self.task == "prediction" else 1)
+        in_channels = self.channels * (self.clip_len - 1 if self.task == "prediction" else 1)
         self.encoder = MNADEncoder(in_channels, **(net or {}))
         self.memory = Memory(features=self.encoder.out_channels, **({"num_items": 10} | dict(memory or {})))
-        self.decoder = MNADDecoder(channels, self.encoder.features, skips=self.task == "prediction")
+        self.decoder = MNADDecoder(self.channels, self.encoder.features, skips=self.task == "prediction")
         # The memory the test reads and updates: a copy of the trained one, made at the start of each test.
         self._test_items: torch.Tensor | None = None
 
@@ -157,16 +153,9 @@ class MNAD(VADModule):
             clip = self.training_clip(usual)
             output, out = self(clip.stacked)
             terms = self.loss_terms_of(output, clip.target, out)
-        loss = self.weighted_sum(terms) if terms else torch.zeros((), device=self.device)
-        logged = dict(terms)
-        if negative is not None:
-            inverse = self.pseudo_negative_term(self(self.training_clip(negative).stacked)[0], negative)
-            self.check_finite({"pseudo_negative": inverse})
-            loss = loss + inverse
-            logged["pseudo_negative"] = inverse
-        self.optimise(self.optimizers(), loss)
-        self.log_terms(logged, batch_size=n)
-        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n, on_step=True, on_epoch=False)
+        logged: dict[str, torch.Tensor] = {}
+        loss = self.objective_step(self.optimizers(), terms, negative, lambda inputs: self(inputs.stacked)[0], logged)
+        self.log_step(logged, loss, batch_size=n)
         if out is not None:
             # The losses and the read used the memory before this step's update, as in the paper.
             self.memory.update_(out)

@@ -38,13 +38,13 @@ from torch import nn
 
 from vad.errors import ConfigError
 from vad.flow import FlowEstimator
-from vad.methods import losses
-from vad.methods.base import Clip, FrozenNet, VADModule, multistep_schedulers
-from vad.methods.ffp import FLOW_FOR_LOSS
+from vad.methods import losses, panels
+from vad.methods.base import Clip, FrozenNet, VADModule
+from vad.methods.frame_predictor import FLOW_FOR_LOSS
+from vad.methods.optimisation import multistep_schedulers
 from vad.nets import PatchDiscriminator, UNet
 from vad.nets.classifier import FrameClassifier
 from vad.nets.vgg19 import VGG19Features, perceptual_loss
-from vad.reporting import panels
 
 #: terms of both branches that compare the prediction with the target's appearance
 APPEARANCE = ("intensity", "gradient", "perceptual")
@@ -67,6 +67,7 @@ class PseudoAnomaly(VADModule):
         optim: ``lr_g``, ``lr_d``, ``lr_c``, ``momentum_c``, ``betas``, ``milestones`` (iterations), ``gamma``.
         score: fusion weights of ``psnr`` and ``abnormal_probability``.
         frozen: ``{"flow": estimator, "perceptual": VGG19Features}`` as ``vad.app.build`` hands them over.
+        common: the other arguments every method takes, see :class:`~vad.methods.base.VADModule`.
     """
 
     signals = ("psnr", "abnormal_probability")
@@ -100,32 +101,19 @@ class PseudoAnomaly(VADModule):
             choices="perceptual=vgg19 perceptual.weights=<torchvision VGG19 state dict>",
         ),
     }
+    default_channels_last = True
 
     def __init__(
         self,
         *,
-        channels: int = 3,
-        clip_len: int = 5,
         generator: Mapping[str, Any] | None = None,
         discriminator: Mapping[str, Any] | None = None,
         classifier: Mapping[str, Any] | None = None,
-        loss: Mapping[str, float] | None = None,
         flow_bound: float = 2.0,
         optim: Mapping[str, Any] | None = None,
-        score: Mapping[str, float] | None = None,
-        frozen: Mapping[str, nn.Module | None] | None = None,
-        grad_clip: float | None = None,
-        channels_last: bool = True,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            channels=channels,
-            clip_len=clip_len,
-            loss=loss,
-            score=score,
-            frozen=frozen,
-            grad_clip=grad_clip,
-            channels_last=channels_last,
-        )
+        super().__init__(**common)
         if self.weight("inverted_flow") > 0:
             raise ConfigError(
                 f"model.loss.inverted_flow={self.weight('inverted_flow')} must be <= 0: it is the negative weight of "
@@ -142,7 +130,8 @@ class PseudoAnomaly(VADModule):
             raise ConfigError(f"model.optim has unknown key(s) {unknown}; valid: {list(self.default_optim)}")
         self.optim = dict(self.default_optim) | dict(optim or {})
         self.flow_bound = float(flow_bound)
-        inputs = (clip_len - 1) * channels
+        channels = self.channels
+        inputs = (self.clip_len - 1) * channels
         self.generator = UNet(inputs, channels, **dict(generator or {}))
         self.pseudo_generator = UNet(inputs, channels, **dict(generator or {}))
         adversarial = self.weight("adversarial") != 0
@@ -221,13 +210,15 @@ class PseudoAnomaly(VADModule):
         # Items of a pseudo-anomaly plug-in with the negative objective give the normal branch only the bounded
         # negative term (vad.data.pseudo.plugins); the branches and the classifier train on the others.
         usual, negative = self.split_pseudo(batch)
-        inverse = None
-        if negative is not None:
-            inverse = self.pseudo_negative_term(self.predict(negative), negative)
-            self.check_finite({"pseudo_negative": inverse})
+        logged: dict[str, torch.Tensor] = {}
+        # The negative items go through the normal branch before the usual ones: a batch-normalised generator's
+        # running statistics depend on that order.
+        negative_output = None if negative is None else self.predict_clip(self.training_clip(negative))
         if usual is None:
-            self.optimise(opts["generator"], inverse)
-            self.log_terms({"pseudo_negative": inverse}, batch_size=batch["frames"].shape[0])
+            self.toggle_optimizer(opts["generator"])
+            loss_g = self.objective_step(opts["generator"], {}, negative, lambda _: negative_output, logged)
+            self.untoggle_optimizer(opts["generator"])
+            self.log_step(logged, loss_g, batch_size=batch["frames"].shape[0])
             return
         clip = self.training_clip(usual)
         n = clip.target.shape[0]
@@ -244,13 +235,9 @@ class PseudoAnomaly(VADModule):
         if self.weight("flow"):
             terms["flow"] = self.flow_error(clip, normal, target_flow)
         terms |= self._adversarial(self.discriminator, normal)
-        loss_g = self.weighted_sum(terms)
-        if inverse is not None:
-            loss_g = loss_g + inverse
-            terms["pseudo_negative"] = inverse
-        self.optimise(opts["generator"], loss_g)
+        loss_g = self.objective_step(opts["generator"], terms, negative, lambda _: negative_output, logged)
         self.untoggle_optimizer(opts["generator"])
-        logged = dict(terms) | {"g": loss_g}
+        logged["g"] = loss_g
         if self.discriminator is not None:
             logged["d"] = self._d_step(opts["discriminator"], self.discriminator, clip.target, normal)
 
@@ -285,14 +272,17 @@ class PseudoAnomaly(VADModule):
         logged["classifier"] = loss_c
         accuracy = (logits.argmax(1) == labels).float().mean()
 
-        self.log_terms(logged, batch_size=n)
+        self.log_step(logged, loss_g, batch_size=n)
         self.log_terms(pseudo_logged, prefix="train/pseudo_loss_", batch_size=n)
         self.log("train/classifier_accuracy", accuracy, batch_size=n, on_step=True, on_epoch=False)
-        self.log("train/loss", loss_g.detach(), prog_bar=True, batch_size=n, on_step=True, on_epoch=False)
 
     # ------------------------------------------------------------------ signals
+    def predict_clip(self, clip: Clip) -> torch.Tensor:
+        """The normal branch's prediction of a clip's target."""
+        return self.generator(clip.stacked)
+
     def predict(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        return self.generator(self.split_clip(batch["frames"]).stacked)
+        return self.predict_clip(self.split_clip(batch["frames"]))
 
     def frame_signals(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``psnr`` of the normal branch's prediction; ``abnormal_probability``: the classifier's P(pseudo-anomaly)

@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from vad.errors import ConfigError
-from vad.methods import losses
-from vad.methods.base import Clip, FramePredictor, Prediction
+from vad.methods import losses, panels
+from vad.methods.base import Clip
+from vad.methods.frame_predictor import FramePredictor, Prediction
 from vad.nets.vae import RecurrentVAE
-from vad.reporting import panels
 
 
 def kl_per_pixel(mu: torch.Tensor, logvar: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
@@ -56,35 +56,18 @@ class RVAE(FramePredictor):
         score: fusion weights of ``prediction_error``, ``kl`` and ``psnr``.
         grad_clip: max gradient norm per optimiser step.
         channels_last: run the convolutions in channels-last memory format.
+        common: the other arguments every method takes, see :class:`~vad.methods.base.VADModule`.
     """
 
     signals = ("prediction_error", "kl", "psnr")
     loss_terms = ("intensity", "step_intensity", "kl")
     default_loss: ClassVar[Mapping[str, float]] = {"intensity": 1.0, "step_intensity": 1.0, "kl": 0.02}
     default_score: ClassVar[Mapping[str, float]] = {"prediction_error": 1.0}
+    default_clip_len = 4
+    default_channels_last = True
 
-    def __init__(
-        self,
-        *,
-        channels: int = 3,
-        clip_len: int = 4,
-        generator: Mapping[str, Any] | None = None,
-        loss: Mapping[str, float] | None = None,
-        optim: Mapping[str, Any] | None = None,
-        score: Mapping[str, float] | None = None,
-        grad_clip: float | None = None,
-        channels_last: bool = True,
-    ) -> None:
-        super().__init__(
-            channels=channels,
-            clip_len=clip_len,
-            generator=generator,
-            loss=loss,
-            optim=optim,
-            score=score,
-            grad_clip=grad_clip,
-            channels_last=channels_last,
-        )
+    def __init__(self, **common: Any) -> None:
+        super().__init__(**common)
         if not (self.weight("intensity") or self.weight("step_intensity")):
             raise ConfigError("model.loss: weight intensity or step_intensity (a VAE without a likelihood term)")
         self.save_hyperparameters()

@@ -1,11 +1,10 @@
-"""Sample panels: what a method shows of a batch (frames, flows, error maps, reconstructions), rendered for plots.
+"""Sample panels, the drawing: a method's panels (:mod:`vad.methods.panels`) rendered into the rows of a grid.
 
 A method's ``sample_panels(batch)`` returns named panels; the sample-grid callback, the run report and the trackers
 draw whatever it returns, one row per sample, each row titled with its video and frame index:
 
-    panels = {"last input": image(clip.last), "prediction": image(pred), "flow": flow(uv), "error": heatmap(err)}
-    grid = render(panels, videos=batch["video"], frames=batch["index"], count=4)
-    report.plot_sample_grid(path, grid.rows, row_titles=grid.titles, heatmaps=grid.heatmaps)
+    grid = render(model.sample_panels(batch), videos=batch["video"], frames=batch["index"], count=4)
+    plots.plot_sample_grid(path, grid.rows, row_titles=grid.titles, heatmaps=grid.heatmaps)
 
 Kinds: ``image`` (N, 1 or 3, H, W) in [-1, 1]; ``flow`` (N, 2, H, W) in pixels, drawn in the standard optical-flow
 colour wheel (Baker et al., "A Database and Evaluation Methodology for Optical Flow", IJCV 2011: hue = direction,
@@ -21,63 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-KINDS = ("image", "flow", "heatmap")
+from vad.methods.panels import Panel
 
 # Hue segments of the colour wheel, in the order red -> yellow -> green -> cyan -> blue -> magenta -> red, with the
 # number of steps in each: finer where the eye tells hues apart better.
 _WHEEL_SEGMENTS = ((15, (1, 0, 0), (1, 1, 0)), (6, (1, 1, 0), (0, 1, 0)), (4, (0, 1, 0), (0, 1, 1)),
                    (11, (0, 1, 1), (0, 0, 1)), (13, (0, 0, 1), (1, 0, 1)), (6, (1, 0, 1), (1, 0, 0)))  # fmt: skip
-
-
-@dataclass(frozen=True, eq=False)  # tensors do not compare to one bool
-class Panel:
-    """One named column of a sample grid: ``kind`` (see module docstring) and a batch of ``data``."""
-
-    kind: str
-    data: torch.Tensor | np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"panel kind must be one of {KINDS}, got {self.kind!r}")
-        shape = tuple(self.data.shape)
-        ok = {
-            "image": len(shape) == 4 and shape[1] in (1, 3),
-            "flow": len(shape) == 4 and shape[1] == 2,
-            "heatmap": len(shape) == 3 or (len(shape) == 4 and shape[1] == 1),
-        }[self.kind]
-        if not ok:
-            want = {"image": "(N, 1 or 3, H, W)", "flow": "(N, 2, H, W)", "heatmap": "(N, H, W) or (N, 1, H, W)"}
-            raise ValueError(f"a {self.kind} panel must be {want[self.kind]}, got {shape}")
-
-    def numpy(self) -> Panel:
-        """The same panel with its data as a float32 numpy array on the CPU (detached)."""
-        data = self.data
-        if isinstance(data, torch.Tensor):
-            data = data.detach().float().cpu().numpy()
-        return Panel(self.kind, np.asarray(data, dtype=np.float32))
-
-    def __len__(self) -> int:
-        return int(self.data.shape[0])
-
-
-def image(x: torch.Tensor | np.ndarray) -> Panel:
-    """Frames (N, 1 or 3, H, W) in [-1, 1]."""
-    return Panel("image", x)
-
-
-def flow(uv: torch.Tensor | np.ndarray) -> Panel:
-    """Optical flows (N, 2, H, W) in pixels (x then y displacement), drawn in the flow colour wheel."""
-    return Panel("flow", uv)
-
-
-def heatmap(x: torch.Tensor | np.ndarray) -> Panel:
-    """Non-negative maps (N, H, W) or (N, 1, H, W), e.g. a per-pixel error."""
-    return Panel("heatmap", x)
-
-
-def error_map(prediction: torch.Tensor, target: torch.Tensor) -> Panel:
-    """The heat map of the channel mean of |prediction - target| of (N, C, H, W) frames in [-1, 1]."""
-    return heatmap((prediction.float() - target.float()).abs().mean(dim=1))
 
 
 def colour_wheel() -> np.ndarray:

@@ -249,7 +249,7 @@ def _tensorboard_images(logger: TensorBoardLogger, images: Mapping[str, Path], s
 def _tensorboard_report(
     logger: TensorBoardLogger, result: ProtocolResult, images: Mapping[str, Path], step: int
 ) -> None:
-    from vad.reporting.report import format_comparison
+    from vad.reporting.summary import format_comparison
 
     _tensorboard_images(logger, images, step)
     rows = [dict(zip(PER_VIDEO_COLUMNS, row, strict=True)) for row in _per_video_rows(result)]

@@ -22,7 +22,7 @@ the patch, the stride-1 target of the same start). The objective decides what th
 
 Items gain ``target`` (the frame to learn towards, uint8 (C, H, W) like the clip's ``frames``: every kind works on
 the cached uint8 frames, so items stay uint8 and the method converts both on its device, see
-:data:`vad.data.clips.FRAME_KEYS`), ``pseudo`` (1 for a pseudo-anomaly),
+:data:`vad.data.batches.FRAME_KEYS`), ``pseudo`` (1 for a pseudo-anomaly),
 ``pseudo_negative`` (the negative weight, 0 unless the objective is ``negative`` and the item is a pseudo-anomaly) and
 ``pseudo_bound``. Each item's draw depends on (seed, epoch, clip) only: runs are repeatable and resume exactly.
 """
@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from vad.data.clips import ClipDataset, stack_clips
+from vad.data.batches import stack_clips
+from vad.data.clips import ClipDataset
 from vad.data.flows import compute_flows
 from vad.data.pseudo import kinds
 from vad.errors import ConfigError
@@ -165,8 +166,8 @@ def build_plugins(kinds_config: Mapping[str, Mapping[str, Any] | None]) -> list[
 
 class PseudoClips:
     """A training clip dataset whose items are pseudo-anomalies with probability ``probability`` (see the module
-    docstring). Indices are ``(epoch, i)`` pairs (:class:`vad.data.datamodule.EpochShuffle` hands them over because
-    ``epoch_keyed`` is set) or plain ``i`` (epoch 0)."""
+    docstring). Indices are ``(epoch, i)`` pairs (:class:`vad.data.datamodule.loaders.EpochShuffle` hands them over
+    because ``epoch_keyed`` is set) or plain ``i`` (epoch 0)."""
 
     epoch_keyed = True
 

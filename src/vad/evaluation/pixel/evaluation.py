@@ -1,9 +1,9 @@
 """Pixel-level metrics of a test: the method's per-pixel error maps against the test videos' pixel masks.
 
 ``vad.evaluate`` and the test stage of ``vad.train`` hand a :class:`PixelEvaluation` to the test loop
-(``build.test_and_report``); the loop gives it the error map of every scored frame (:meth:`VADModule.error_maps`,
-higher = more anomalous, at the working size) and, at the end of the test, it computes (definitions in
-:mod:`vad.evaluation.pixel.metrics`):
+(``vad.app.stages.test_and_report``); the loop gives it the error map of every scored frame
+(:meth:`VADModule.error_maps`, higher = more anomalous, at the working size) and, at the end of the test, it computes
+(definitions in :mod:`vad.evaluation.pixel.roc` and :mod:`vad.evaluation.pixel.regions`):
 
 - ``auc``: the pixel AUC over every pixel of every scored frame; ``auc_anomalous_frames``: over the frames whose mask
   holds an anomaly (the background of the normal frames left out);
@@ -12,26 +12,26 @@ higher = more anomalous, at the working size) and, at the end of the test, it co
 - ``rbdc`` / ``tbdc``: the region- and track-based detection criteria (Street Scene), over ``thresholds`` evenly
   spaced from the lowest to the highest map value.
 
-    pixel = PixelEvaluation.from_config(cfg, run_dir)      # pixel_metrics, pixel_thresholds, pixel_bins
+    pixel = PixelEvaluation.from_config(cfg, run_dir)      # pixel_metrics, ... (vad.evaluation.pixel.settings)
     result = test_and_report(..., pixel=pixel)              # metrics.json "pixel": pixel.block, or null and
     pixel.block, pixel.reason                               #   "pixel_reason": why nothing was computed
 
 Nothing is computed (``block`` None, ``reason`` says why) unless every scored test video has pixel masks (UCSD
 ``TestNNN_gt``, Avenue ``volLabel``, ShanghaiTech ``test_pixel_mask``, FFP-layout ``testing/test_pixel_mask`` or
 ``testing/masks``) and the method gives a map. Maps are compared with the masks at the masks' size
-(:func:`~vad.evaluation.pixel.metrics.resize_maps`, bilinear), on the scored frames only: the first frames of each video that
-have no prediction are left out of maps and masks alike.
+(:func:`~vad.evaluation.pixel.masks.resize_maps`, bilinear), on the scored frames only: the first frames of each
+video that have no prediction are left out of maps and masks alike.
 
 Memory, disk and time: during the test each map is appended, float32 at the working size, to a file per video in a
 temporary folder of the run folder (removed at the end): the disk holds the test's maps (Avenue at 256x256: 15324
 frames, 4 GB). At the end each video is read back alone, twice: resized chunk by chunk for the pixel AUC, the UCSD
 scores and the range of the resized maps; then resized into a second file at the mask size for RBDC / TBDC, whose
-thresholds span that range (as :func:`~vad.evaluation.pixel.metrics.region_track_criteria` with a threshold count). What stays
-in memory is the pixel-AUC histogram (``pixel_bins`` x 16 bytes), the per-frame UCSD scores and one video's masks
-and connected-component labels (RBDC's tracks span a video: roughly 10 bytes per mask pixel of the longest video,
-about 3 GB for Avenue's 1439 frames at 360x640). RBDC / TBDC dominate the time: one connected-component labelling per
-frame and threshold (about 25 s for a 176-frame video at 240x360 with 100 thresholds of noise-like maps, measured on
-a busy 2-core CPU); ``pixel_thresholds`` trades resolution for time.
+thresholds span that range (as :func:`~vad.evaluation.pixel.regions.region_track_criteria` with a threshold count).
+What stays in memory is the pixel-AUC histogram (``pixel_bins`` x 16 bytes), the per-frame UCSD scores and one
+video's masks and connected-component labels (RBDC's tracks span a video: roughly 10 bytes per mask pixel of the
+longest video, about 3 GB for Avenue's 1439 frames at 360x640). RBDC / TBDC dominate the time: one
+connected-component labelling per frame and threshold (about 25 s for a 176-frame video at 240x360 with 100
+thresholds of noise-like maps, measured on a busy 2-core CPU); ``pixel_thresholds`` trades resolution for time.
 
 Pixel AUC: a histogram of ``pixel_bins`` equal bins over the maps' range (pixels in one bin count as ties); the
 block records the bound on the difference to the exact AUC (``auc_bin_error_bound``, :attr:`PixelROC.bin_error_bound`).
@@ -51,7 +51,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,22 +58,17 @@ import numpy as np
 import torch
 
 from vad.data.index import MaskSource
-from vad.errors import ConfigError, VadError
-from vad.evaluation.pixel.metrics import (
-    PixelROC,
-    RegionTrackCriteria,
-    frame_criterion,
-    read_masks,
-    resize_maps,
-    threshold_sweep,
-    ucsd_frame_scores,
-)
+from vad.errors import VadError
+from vad.evaluation.pixel.masks import read_masks, resize_maps
+from vad.evaluation.pixel.regions import RegionTrackCriteria, threshold_sweep
+from vad.evaluation.pixel.roc import PixelROC, frame_criterion, ucsd_frame_scores
+from vad.evaluation.pixel.settings import PixelSettings, settings_from_config
 
 #: the criteria's fixed parameters, recorded in the block
 UCSD_COVERAGE = 0.4
 RBDC_BETA = 0.1
 TBDC_ALPHA = 0.1
-#: maps are brought to the masks' size with this interpolation of :func:`vad.evaluation.pixel.metrics.resize_maps`
+#: maps are brought to the masks' size with this interpolation of :func:`vad.evaluation.pixel.masks.resize_maps`
 INTERPOLATION = "linear"
 #: the reason recorded when no scored test video has masks
 NO_MASKS = "the test videos have no pixel masks"
@@ -82,29 +76,6 @@ NO_MASKS = "the test videos have no pixel masks"
 CHUNK = 32
 
 Gather = Callable[[Any], list[Any]]
-
-
-@dataclass(frozen=True)
-class PixelSettings:
-    """``pixel_metrics`` (on / off), ``pixel_thresholds`` (RBDC / TBDC) and ``pixel_bins`` (pixel AUC; None exact)."""
-
-    enabled: bool = True
-    thresholds: int = 100
-    bins: int | None = 1 << 20
-
-
-def settings_from_config(cfg: Mapping[str, Any]) -> PixelSettings:
-    """The pixel settings of a run config (``pixel_metrics``, ``pixel_thresholds``, ``pixel_bins``), checked."""
-    enabled = cfg.get("pixel_metrics", True)
-    thresholds = cfg.get("pixel_thresholds", PixelSettings.thresholds)
-    bins = cfg.get("pixel_bins", PixelSettings.bins)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"pixel_metrics={enabled!r} must be true or false")
-    if isinstance(thresholds, bool) or not isinstance(thresholds, int) or thresholds < 1:
-        raise ConfigError(f"pixel_thresholds={thresholds!r} must be a positive integer (RBDC / TBDC thresholds)")
-    if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 1):
-        raise ConfigError(f"pixel_bins={bins!r} must be a positive integer, or null for the exact pixel AUC")
-    return PixelSettings(enabled, thresholds, bins)
 
 
 class PixelEvaluation:

@@ -15,16 +15,16 @@ selection never looks at the test set) and builds the clip datasets. The held-ou
 validation set by injected pseudo-anomalies (``val_pseudo``, :mod:`vad.data.pseudo.validation`); ``pseudo`` turns
 training clips into pseudo-anomalies with some probability (:mod:`vad.data.pseudo.plugins`).
 
-Data order: the training order of epoch ``e`` is a permutation drawn from ``(seed, e)`` (:class:`EpochShuffle`), and
-the training loader (:class:`ResumableLoader`) reports the epoch and the batches it has handed out, which Lightning
-stores in every checkpoint; a resumed run therefore continues with exactly the batches the interrupted one had left.
-Under DDP each rank trains on its share of that permutation and tests a contiguous run of whole videos
-(:class:`VideoShards`): no padded duplicates, no interleaving, every test frame scored once.
+Data order (:mod:`vad.data.datamodule.loaders`): the training loader resumes mid-epoch with exactly the batches an
+interrupted run had left; under DDP each rank trains on its share of the epoch's permutation and tests a contiguous
+run of whole videos.
+
+A package rather than a module so that it sits above :mod:`vad.data.pseudo`, which it builds on: the lower modules of
+``vad.data`` import neither (the import order is ``datamodule -> pseudo -> the rest of data``).
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +32,27 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from vad.data.batches import collate_clips
 from vad.data.cache import FrameCache
-from vad.data.clips import ClipDataset, TestClipDataset, collate_clips
+from vad.data.clips import ClipDataset, TestClipDataset
+from vad.data.datamodule.loaders import EpochShuffle, ResumableLoader, VideoShards
+from vad.data.datamodule.options import (
+    check_choice,
+    check_generator,
+    check_image_size,
+    check_positive,
+    check_val_videos,
+    plain,
+)
 from vad.data.flows import FlowCache
 from vad.data.frames import INTERPOLATIONS
 from vad.data.index import DatasetIndex, MaskSource, Video
 from vad.data.layout import open_dataset
 from vad.data.pseudo.plugins import PseudoClips
 from vad.data.pseudo.validation import PseudoValidationClips
+from vad.data.synthetic import generate
 from vad.errors import ConfigError, DataError
 
 DEFAULT_CACHE_DIR = Path(".cache") / "frames"
@@ -57,90 +67,6 @@ class VideoInfo:
     num_frames: int
     labels: np.ndarray | None
     skipped: bool
-
-
-class EpochShuffle(DistributedSampler):
-    """This rank's share of a permutation drawn from ``(seed, epoch)``, optionally starting ``start`` items into it.
-
-    The order depends on the epoch number only, never on how many epochs ran in this process, so a run resumed at
-    epoch ``e`` sees the order an uninterrupted run sees. ``start`` applies to the next iteration only (a resumed
-    epoch). With one replica nothing is padded; with several, torch's DistributedSampler pads to equal shares.
-    """
-
-    def __init__(self, dataset: ClipDataset, *, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
-        self.start = 0
-
-    def __iter__(self) -> Any:
-        indices = list(super().__iter__())
-        start, self.start = self.start, 0
-        if getattr(self.dataset, "epoch_keyed", False):
-            # a dataset whose items depend on the epoch (vad.data.pseudo.plugins.PseudoClips) gets (epoch, index) keys
-            return iter([(self.epoch, i) for i in indices[start:]])
-        return iter(indices[start:])
-
-
-class ResumableLoader(DataLoader):
-    """The training loader: :class:`EpochShuffle` order, and a ``state_dict`` Lightning saves in checkpoints.
-
-    State: ``epoch`` and ``batches`` (batches of that epoch handed out so far). After ``load_state_dict`` the next
-    iteration continues that epoch after those batches, if it is that epoch's (Lightning sets the epoch before each
-    one; a run that stopped at ``max_steps`` mid-epoch resumes into a fresh epoch); a state saved at the end of an
-    epoch starts the next one. After a complete pass the next epoch's order is drawn.
-    """
-
-    def __init__(self, dataset: ClipDataset, *, sampler: EpochShuffle, batch_size: int, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)
-        self._epoch = sampler.epoch
-        self._batches = 0
-        self._resume: tuple[int, int] | None = None
-
-    def __iter__(self) -> Any:
-        # The body runs at the first batch, after Lightning has set the epoch of this pass.
-        sampler: EpochShuffle = self.sampler  # type: ignore[assignment]
-        resume, self._resume = self._resume, None
-        skip = resume[1] if resume is not None and resume[0] == sampler.epoch else 0
-        sampler.start = skip * self.batch_size
-        self._epoch, self._batches = sampler.epoch, skip
-        for batch in super().__iter__():
-            self._batches += 1
-            yield batch
-        sampler.set_epoch(self._epoch + 1)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "batches": self._batches}
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        epoch, batches = int(state["epoch"]), int(state["batches"])
-        if batches >= len(self):
-            epoch, batches = epoch + 1, 0
-        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        self._resume = (epoch, batches)
-        self._epoch, self._batches = epoch, batches
-
-
-class VideoShards(DistributedSampler):
-    """Rank ``rank``'s contiguous run of whole test videos, in order; the runs split the items as evenly as video
-    boundaries allow (a rank may get none when there are fewer videos than ranks).
-
-    Every item belongs to exactly one rank (no padding), and each video is scored on one rank in frame order, which
-    methods whose test state evolves frame by frame (MNAD's memory) rely on.
-    """
-
-    def __init__(self, dataset: ClipDataset, *, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        ends = np.cumsum(dataset.clips_per_video)
-        total = int(ends[-1]) if len(ends) else 0
-        # each cut is the video boundary nearest to an even split
-        cuts = [int(ends[np.abs(ends - total * k / num_replicas).argmin()]) for k in range(1, num_replicas) if total]
-        bounds = np.maximum.accumulate([0, *cuts, total]).tolist()
-        self.first, self.stop = bounds[rank], bounds[rank + 1]
-
-    def __iter__(self) -> Any:
-        return iter(range(self.first, self.stop))
-
-    def __len__(self) -> int:
-        return self.stop - self.first
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -185,25 +111,25 @@ class VideoDataModule(L.LightningDataModule):
         self.root = Path(root)
         self.layout = layout
         self.labels = labels
-        self.image_size = _image_size(image_size)
-        self.channels = _choice("channels", channels, (1, 3))
-        self.interpolation = _choice("interpolation", interpolation, tuple(INTERPOLATIONS))
-        self.clip_len = _positive("clip_len", clip_len)
-        self.frame_stride = _positive("frame_stride", frame_stride)
-        self.batch_size = _positive("batch_size", batch_size)
+        self.image_size = check_image_size(image_size)
+        self.channels = check_choice("channels", channels, (1, 3))
+        self.interpolation = check_choice("interpolation", interpolation, tuple(INTERPOLATIONS))
+        self.clip_len = check_positive("clip_len", clip_len)
+        self.frame_stride = check_positive("frame_stride", frame_stride)
+        self.batch_size = check_positive("batch_size", batch_size)
         self.eval_batch_size = (
-            self.batch_size if eval_batch_size is None else _positive("eval_batch_size", eval_batch_size)
+            self.batch_size if eval_batch_size is None else check_positive("eval_batch_size", eval_batch_size)
         )
-        self.num_workers = _positive("num_workers", num_workers, minimum=0)
+        self.num_workers = check_positive("num_workers", num_workers, minimum=0)
         self.persistent_workers = bool(persistent_workers)
         self.pin_memory = bool(pin_memory)
-        self.val_videos = _val_videos(val_videos)
-        self.val_pseudo = _plain(val_pseudo)
-        self.pseudo = _plain(pseudo)
+        self.val_videos = check_val_videos(val_videos)
+        self.val_pseudo = plain(val_pseudo)
+        self.pseudo = plain(pseudo)
         if self.pseudo is not None and not isinstance(self.pseudo, Mapping):
             raise ConfigError(f"dataset.pseudo must be a mapping (pseudo=skip_frame, patch, ...), got {pseudo!r}")
         self.seed = int(seed)
-        self.generator = _generator(generator)
+        self.generator = check_generator(generator)
         self.cache = FrameCache(
             DEFAULT_CACHE_DIR if cache_dir is None else cache_dir, self.image_size, self.channels, self.interpolation
         )
@@ -237,8 +163,6 @@ class VideoDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Generate the synthetic set when the root is missing and a generator is configured; build the cache."""
         if not self.root.exists() and self.generator is not None:
-            from vad.data.synthetic import generate
-
             generate(self.root, **self.generator)
         index = self._open()
         self.cache.build(index.train, self._cache_name("training"))
@@ -305,8 +229,8 @@ class VideoDataModule(L.LightningDataModule):
     CALIBRATION_TAIL = 0.1
 
     def calibration_dataloader(self) -> tuple[DataLoader, str]:
-        """Normal frames not trained on, to calibrate scores (``vad.evaluation.calibration``), and what they are: the held-out
-        validation videos' ORIGINAL frames (no injected pseudo-anomaly) when there are some, else the last
+        """Normal frames not trained on, to calibrate scores (``vad.evaluation.calibration``), and what they are: the
+        held-out validation videos' ORIGINAL frames (no injected pseudo-anomaly) when there are some, else the last
         :attr:`CALIBRATION_TAIL` of each training video's clips (trained on: their scores run low, so the
         thresholds are optimistic; hold videos out with ``dataset.val_videos`` for honest ones)."""
         if self.index is None:
@@ -342,7 +266,7 @@ class VideoDataModule(L.LightningDataModule):
     @property
     def test_masks(self) -> list[MaskSource | None]:
         """The pixel masks of every test video (in the order of :attr:`test_videos`), None for a video without;
-        read with :func:`vad.evaluation.pixel.metrics.read_masks`."""
+        read with :func:`vad.evaluation.pixel.masks.read_masks`."""
         return [v.masks for v in self._ready(self.test_dataset, "test").videos]
 
     @property
@@ -458,55 +382,3 @@ class VideoDataModule(L.LightningDataModule):
         return DataLoader(
             dataset, batch_size=self.eval_batch_size, sampler=sampler, drop_last=False, **self._loader_options()
         )
-
-
-def _plain(value: Any) -> Any:
-    """Hydra hands over DictConfig / ListConfig; validation works on plain containers."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _positive(key: str, value: Any, minimum: int = 1) -> int:
-    if not _is_int(value) or value < minimum:
-        raise ConfigError(f"dataset.{key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _choice(key: str, value: Any, choices: tuple) -> Any:
-    if value not in choices or isinstance(value, bool):
-        shown = " or ".join(str(c) for c in choices)
-        raise ConfigError(f"dataset.{key} must be {shown}, got {value!r}")
-    return choices[choices.index(value)]
-
-
-def _image_size(value: Any) -> tuple[int, int]:
-    value = _plain(value)
-    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(_is_int(v) and v >= 1 for v in value):
-        raise ConfigError(f"dataset.image_size must be two positive integers [height, width], got {value!r}")
-    return int(value[0]), int(value[1])
-
-
-def _val_videos(value: Any) -> int | float:
-    if _is_int(value) and value >= 0:
-        return int(value)
-    if isinstance(value, float) and 0.0 <= value < 1.0:
-        return value
-    raise ConfigError(
-        f"dataset.val_videos must be a count >= 0 or a fraction in [0, 1) of the training videos, got {value!r}"
-    )
-
-
-def _generator(value: Any) -> dict[str, Any] | None:
-    value = _plain(value)
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"dataset.generator must be a mapping of vad.data.synthetic.generate arguments, got {value!r}"
-        )
-    return dict(value)
