@@ -1,14 +1,14 @@
 """Same seed -> same scores.csv before and after a refactor of the shared method code, checked byte for byte.
 
-Runs the tiny seeded FFP / MNAD / MNAD-reconstruction trainings of ``tests/parity_runs.py`` (3 iterations each on a
-4-video 32x32 set, one intra-op thread) and compares every scores.csv with the files recorded before the refactor
-(``tests/data/parity/``), or with the same runs at another commit of the repository (a temporary git worktree):
+Runs the tiny seeded FFP / MNAD / MNAD-reconstruction trainings of ``tests/support/parity_runs.py`` (3 iterations
+each on a 4-video 32x32 set, one intra-op thread) and compares every scores.csv with the files recorded before the
+refactor (``tests/data/parity/``), or with the same runs at another commit of the repository (a temporary git worktree):
 
     python experiments/refactor_parity.py                        # this tree vs tests/data/parity
     python experiments/refactor_parity.py --commit 34415c5       # rerun at that commit, then compare this tree with it
 
 Prints one line per run (identical / differs, with the largest difference of each column) and exits 1 on any
-difference. ``tests/test_parity.py`` runs the same comparison in the test suite.
+difference. ``tests/integration/test_parity.py`` runs the same comparison in the test suite.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from parity_runs import GOLDEN, PARITY_RUNS, write_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def run_at_commit(commit: str, out: Path, scratch: Path) -> None:
     tree = scratch / "tree"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True)
     try:
-        shutil.copyfile(REPO / "tests" / "parity_runs.py", tree / "tests" / "parity_runs.py")
+        shutil.copyfile(REPO / "tests" / "support" / "parity_runs.py", tree / "tests" / "parity_runs.py")
         code = (
             "import sys; from pathlib import Path; sys.path.insert(0, 'tests'); "
             f"from parity_runs import write_all; write_all(Path({str(out)!r}), Path({str(scratch / 'runs')!r}))"

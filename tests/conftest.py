@@ -47,6 +47,14 @@ def _quiet_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the folder says what a test is: tests/unit, tests/integration, tests/e2e (`-m unit` runs one kind)
+    for item in items:
+        kind = Path(item.fspath).parent.name
+        if kind in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, kind))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Under pytest-xdist every worker is a process of its own: one intra-op thread each avoids oversubscribing the
     # cores (torch's many small ops in the flow estimator slow down by orders of magnitude when threads contend).
