@@ -3,13 +3,16 @@ the wrong type, files that are not checkpoints, what a failed run leaves behind,
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -59,22 +62,17 @@ SMALL_DATA = ["dataset.image_size=[32,32]", "dataset.num_workers=0", "dataset.pe
 # ------------------------------------------------------------------------- 1. vad.evaluate on a folder of footage
 
 
-def test_evaluate_scores_every_video_of_a_footage_folder_and_says_there_are_no_labels(tmp_path: Path) -> None:
+def test_evaluate_scores_every_video_of_a_footage_folder_and_says_there_are_no_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = write_footage(tmp_path / "footage")
     out = tmp_path / "eval"
-    proc = cli(
-        "vad.evaluate",
-        "model=copy_last",
-        "dataset=folder",
-        f"dataset.root={root}",
-        *SMALL_DATA,
-        f"hydra.run.dir={out}",
-        home=tmp_path,
+    evaluate(
+        hydra_job("eval", ["model=copy_last", "dataset=folder", f"dataset.root={root}", *SMALL_DATA], out, tmp_path)
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     scored = sum(n - (CLIP_LEN - 1) for n in FOOTAGE.values())
     dropped = len(FOOTAGE) * (CLIP_LEN - 1)
-    summary = proc.stdout.splitlines()[-7:]
+    summary = capsys.readouterr().out.splitlines()[-7:]
     assert summary == [
         "CopyLast on folder [last]",
         "-------------------------",
@@ -91,7 +89,6 @@ def test_evaluate_scores_every_video_of_a_footage_folder_and_says_there_are_no_l
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["auc_micro"], metrics["label_source"], metrics["frames"]) == (None, None, scored)
     assert metrics["test_videos"] == f"every video of {root} (3; no test split, so no labels)"
-    assert "no labels" in (out / "eval.log").read_text()  # the summary is in the run's log too
 
 
 def test_the_summary_of_unlabelled_scores_says_there_is_nothing_to_evaluate_against() -> None:
@@ -106,6 +103,22 @@ def test_the_summary_of_unlabelled_scores_says_there_is_nothing_to_evaluate_agai
         "checkpoint  x.ckpt (last)",
     ]
     assert "AUC" not in format_summary(result, "demo").replace(NO_LABELS, "")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """ONE tiny FFP trained and tested (in this process) on the tiny set with its test labels removed, shared by the
+    tests of this module: ``home``, ``data`` (the dataset overrides), ``run``, ``ckpt``, the ``metrics`` train returned
+    and what it ``printed``. Read-only: a test writes into its own ``tmp_path``."""
+    home = tmp_path_factory.mktemp("trained")
+    data = tiny_dataset(home / "tiny")
+    for labels in (home / "tiny" / "testing" / "labels").iterdir():
+        labels.unlink()
+    run = home / "run"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        metrics = train(hydra_job("train", [*data, *TINY_FFP], run, home))
+    return {"home": home, "data": data, "run": run, "ckpt": run / "checkpoints" / "last.ckpt", "metrics": metrics,
+            "printed": printed.getvalue()}  # fmt: skip
 
 
 # ------------------------------------------------------- 2 and 5. training on footage without a test split; train.log
@@ -146,17 +159,10 @@ def test_training_on_footage_without_a_test_split_says_nothing_was_tested_and_lo
     assert f"tested      nothing: {footage} has no test videos" in log
 
 
-def test_training_on_a_test_split_without_labels_scores_it_and_says_there_is_no_auc(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    data = tiny_dataset(tmp_path / "tiny")
-    for labels in (tmp_path / "tiny" / "testing" / "labels").iterdir():
-        labels.unlink()
-    run = tmp_path / "run"
-    metrics = train(hydra_job("train", [*data, *TINY_FFP], run, tmp_path))
-    assert metrics["auc_micro"] is None
-    out = capsys.readouterr().out.splitlines()
-    assert out[-4:] == [
+def test_training_on_a_test_split_without_labels_scores_it_and_says_there_is_no_auc(trained: dict) -> None:
+    run = trained["run"]
+    assert trained["metrics"]["auc_micro"] is None
+    assert trained["printed"].splitlines()[-4:] == [
         f"labels      {NO_LABELS}",
         "frames      9 scored in 2 videos, 8 dropped",
         "score       psnr -1 (per-video min-max)",
@@ -165,21 +171,11 @@ def test_training_on_a_test_split_without_labels_scores_it_and_says_there_is_no_
     assert len((run / "scores.csv").read_text().splitlines()) == 1 + 9
 
 
-# --------------------------------------------------------------------------------------- 3. values of the wrong type
-
-
-def test_a_value_of_the_wrong_type_fails_in_one_line_before_the_run_starts(tmp_path: Path) -> None:
-    proc = cli("vad.train", "trainer.max_steps=abc", home=tmp_path, timeout=300)
-    assert proc.returncode == 2
-    message = "trainer.max_steps=abc: expected an integer (default 3000), got the string 'abc'"
-    assert proc.stderr.strip() == f"error: {message}"
-    assert not (tmp_path / "logs").exists()
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["model.loss.flow=abc"], "model.loss.flow=abc: expected a number (default 2.0), got the string 'abc'"),
+        (["trainer.max_steps=abc"], "trainer.max_steps=abc: expected an integer (default 3000), got the string 'abc'"),
         (["trainer.max_steps=1.5"], "trainer.max_steps=1.5: expected an integer (default 3000), got 1.5"),
         (["trainer.max_steps=true"], "trainer.max_steps=true: expected an integer (default 3000), got true"),
         (["test=maybe"], "test=maybe: expected true or false (default true), got the string 'maybe'"),
@@ -207,15 +203,6 @@ def test_values_of_the_right_type_pass_the_type_check() -> None:
 
 
 # ----------------------------------------------------------------------------------- 4. files that are no checkpoint
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    home = tmp_path_factory.mktemp("trained")
-    data = tiny_dataset(home / "tiny")
-    run = home / "run"
-    train(hydra_job("train", [*data, *TINY_FFP, "test=false"], run, home))
-    return {"home": home, "data": data, "ckpt": run / "checkpoints" / "last.ckpt"}
 
 
 def bad_checkpoints(folder: Path, good: Path) -> dict[str, Path]:
@@ -314,26 +301,36 @@ def test_cli_refuses_a_non_checkpoint_in_one_line_and_the_failed_run_records_why
 # ------------------------------------------------------------------------------------------------------- 6. --help
 
 
-@pytest.mark.parametrize(
-    ("module", "first_line", "section"),
-    [
-        ("vad.train", "python -m vad.train: train a video anomaly detector", "== Configuration groups =="),
-        ("vad.evaluate", "python -m vad.evaluate: test a trained checkpoint", "== Configuration groups =="),
-        ("vad.prepare", "python -m vad.prepare: convert the official download of a public dataset", "== Config =="),
-    ],
-)
-def test_help_says_what_the_command_does_before_hydras_text(
-    module: str, first_line: str, section: str, tmp_path: Path
-) -> None:
-    proc = cli(module, "--help", home=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith(first_line)
-    assert proc.stdout.index(first_line) < proc.stdout.index(section)
-    assert "is powered by Hydra" not in proc.stdout
-    assert not (tmp_path / "logs").exists()
-
-
 ENTRY_POINTS = ("vad.train", "vad.evaluate", "vad.score", "vad.calibrate", "vad.export", "vad.prepare")
+#: what --help says first, before Hydra's own text (its section named second)
+HELP = {
+    "vad.train": ("python -m vad.train: train a video anomaly detector", "== Configuration groups =="),
+    "vad.evaluate": ("python -m vad.evaluate: test a trained checkpoint", "== Configuration groups =="),
+    "vad.prepare": ("python -m vad.prepare: convert the official download of a public dataset", "== Config =="),
+}
+
+
+class Refusal(NamedTuple):
+    """A refused command line: its argument and the one line on stderr it is answered with, whole (``whole``) or its
+    start (the rest lists the valid keys)."""
+
+    arg: str
+    message: str
+    whole: bool = False
+
+
+UNKNOWN_KEY = Refusal("paths.no_such_key=1", "error: unknown config key 'paths.no_such_key'")
+REFUSED = {
+    "vad.train": [
+        Refusal("model.loss.flwo=1", "error: unknown config key 'model.loss.flwo'"),
+        Refusal(
+            "model.loss.flow=abc",
+            "error: model.loss.flow=abc: expected a number (default 2.0), got the string 'abc'",
+            whole=True,
+        ),
+    ],
+}
+HEAVY = ("torch", "lightning", "sklearn", "matplotlib")
 
 
 def imported_modules(proc: subprocess.CompletedProcess) -> set[str]:
@@ -342,18 +339,59 @@ def imported_modules(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ENTRY_POINTS)
-def test_help_and_a_mistyped_key_are_answered_before_torch_loads(module: str, tmp_path: Path) -> None:
-    # Start-up time is measured by experiments/bench_startup.py; what makes it short is checked here: neither
-    # --help nor a refused override imports torch or Lightning (seconds on a 2-core machine).
-    for args in (("--help",), ("paths.no_such_key=1",)):
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *args], capture_output=True, text=True,
-                              cwd=tmp_path, env=dict(os.environ, VAD_HOME=str(tmp_path)), timeout=300)  # fmt: skip
-        modules = imported_modules(proc)
-        assert modules, proc.stderr[-500:]
-        heavy = sorted(m for m in modules if m.split(".")[0] in ("torch", "lightning", "sklearn", "matplotlib"))
-        assert heavy == [], (module, args, heavy[:5])
-    assert proc.returncode == 2
-    assert "unknown config key 'paths.no_such_key'" in proc.stderr
+def test_help_says_what_the_command_does_before_torch_loads(module: str, tmp_path: Path) -> None:
+    # Start-up time is measured by experiments/bench_startup.py; what makes it short is checked here: --help does
+    # not import torch or Lightning (seconds on a 2-core machine). One real `python -m` per entry point.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, env=dict(os.environ, VAD_HOME=str(tmp_path)), timeout=300)  # fmt: skip
+    modules = imported_modules(proc)
+    assert modules, proc.stderr[-500:]
+    assert sorted(m for m in modules if m.split(".")[0] in HEAVY)[:5] == []
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if module in HELP:
+        first_line, section = HELP[module]
+        assert proc.stdout.startswith(first_line)
+        assert proc.stdout.index(first_line) < proc.stdout.index(section)
+    assert "is powered by Hydra" not in proc.stdout
+    assert not (tmp_path / "logs").exists()
+
+
+#: one fresh Python that runs each entry point's ``__main__`` in turn on one refused argument (as ``python -m`` does)
+#: and reports its exit code, its output and the heavy modules loaded so far
+REFUSALS_DRIVER = """
+import contextlib, io, json, runpy, sys
+results = []
+calls, heavy_packages = json.loads(sys.argv[1])
+for module, arg in calls:
+    sys.argv = [module, arg]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in heavy_packages)
+    results.append([code, out.getvalue(), err.getvalue(), heavy[:5]])
+print(json.dumps(results))
+"""
+
+
+def test_refused_overrides_are_answered_in_one_line_before_torch_loads(tmp_path: Path) -> None:
+    # neither an unknown key nor a value of the wrong type imports torch or Lightning; each exits 2 with one line,
+    # and no run folder is made
+    calls = [(module, refusal) for module in ENTRY_POINTS for refusal in REFUSED.get(module, [UNKNOWN_KEY])]
+    proc = subprocess.run([sys.executable, "-c", REFUSALS_DRIVER, json.dumps([[(m, r.arg) for m, r in calls], HEAVY])],
+                          capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, VAD_HOME=str(tmp_path)),
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.splitlines()[-1])
+    for (module, refusal), (code, _, stderr, heavy) in zip(calls, results, strict=True):
+        assert heavy == [], (module, refusal.arg, heavy)
+        assert code == 2, (module, refusal.arg, stderr[-2000:])
+        given = [line if refusal.whole else line[: len(refusal.message)] for line in stderr.splitlines()]
+        assert given == [refusal.message], (module, refusal.arg, stderr)
+    assert not (tmp_path / "logs").exists()
 
 
 def test_constants_kept_apart_from_heavy_modules_agree() -> None:
@@ -361,12 +399,3 @@ def test_constants_kept_apart_from_heavy_modules_agree() -> None:
     from vad.data.datamodule import VideoDataModule
 
     assert f"{VideoDataModule.__module__}.{VideoDataModule.__qualname__}" == vad.app.evaluate.VIDEO_DATAMODULE
-
-
-def test_prepare_without_a_dataset_says_it_is_required(tmp_path: Path) -> None:
-    proc = cli("vad.prepare", f"source={tmp_path}", home=tmp_path, timeout=300)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        "error: dataset is required: python -m vad.prepare dataset=<ped1|ped2|avenue|shanghaitech> "
-        "source=<download folder>"
-    )

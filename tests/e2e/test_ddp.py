@@ -1,5 +1,5 @@
 """trainer=ddp_sim: two real processes over gloo train a GAN method (unused parameters in each step), end with
-identical weights, and score every test frame exactly once; the test sharding of whole videos."""
+identical weights, and score every test frame exactly once (slow); the test sharding of whole videos (fast)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def test_video_shards_give_each_rank_whole_videos_and_every_item_once(tmp_path: 
     assert three == [[0, 1, 2, 3, 4], [], [5, 6, 7, 8]]  # fewer videos than ranks: one rank scores nothing
 
 
+@pytest.mark.slow  # the sharding: test_video_shards_give_each_rank_whole_videos_and_every_item_once
 def test_ddp_sim_keeps_replicas_identical_and_scores_every_test_frame_once(tmp_path: Path) -> None:
     data = tiny_dataset(tmp_path / "tiny")
     run = tmp_path / "run"

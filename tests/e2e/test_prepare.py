@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli(tmp_path: Path) -> None:
+def test_cli(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fixture = write_ucsd(tmp_path / "download")
     work = tmp_path / "work"
     work.mkdir()
@@ -230,9 +231,11 @@ def test_cli(tmp_path: Path) -> None:
     assert "3 test videos, 29 frames; labels: UCSDped2.m (UCSD gt_frame ranges)" in done.stdout
     check_round_trip(fixture, work / "data" / "ped2", channels=1)
     assert sorted(p.name for p in work.iterdir()) == ["data"]
-    again = run_cli("dataset=ped2", f"source={fixture.source}", f"out={work / 'data' / 'ped2'}", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "already prepared; nothing to do" in again.stdout
+    # the CLI's task in this process (what the second command would do): nothing, and it says so
+    with caplog.at_level(logging.INFO, logger="vad.app.prepare"):
+        again = run(compose("dataset=ped2", f"source={fixture.source}", f"out={work / 'data' / 'ped2'}"))
+    assert again.skipped
+    assert "already prepared; nothing to do" in caplog.text
     failed = run_cli("dataset=avenue", f"source={fixture.source}", f"out={work / 'data' / 'ped2'}", cwd=work)
     assert failed.returncode == 2
     assert failed.stderr.startswith(f"error: {work / 'data' / 'ped2'}: folder is not empty")
@@ -252,6 +255,11 @@ def test_config_composes_and_checks_required_keys(tmp_path: Path) -> None:
         "auto",
         "auto",
         "png",
+    )
+    with pytest.raises(ConfigError) as err:
+        run(compose(f"source={tmp_path}"))
+    assert str(err.value) == (
+        "dataset is required: python -m vad.prepare dataset=<ped1|ped2|avenue|shanghaitech> source=<download folder>"
     )
     with pytest.raises(ConfigError, match=r"^source is required: python -m vad.prepare dataset=ped2 source=<download"):
         run(compose("dataset=ped2"))

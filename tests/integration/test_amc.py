@@ -23,9 +23,7 @@ from vad.methods.amc_comemory import AMCCoMemory
 
 RUN = [
     "trainer.max_steps=2",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
+    "debug=tiny",
     "dataset.batch_size=4",
 ]
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra_runs import TINY_FFP, hydra_job, tiny_dataset, tiny_synthetic, vad_evaluate
+from hydra_runs import TINY_FFP, hydra_job, tiny_dataset, tiny_synthetic
 from tiny_runs import RESUMABLE, VAL, assert_same_training_state, logged
 
 from vad.app.callbacks import WeightEMA
+from vad.app.evaluate import _with_checkpoint_choices, evaluate
 from vad.app.train import train
 from vad.errors import ConfigError
 
@@ -31,11 +32,18 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_the_checkpoint_holds_the_exact_average_of_the_trained_weights(tmp_path: Path) -> None:
-    data = tiny_dataset(tmp_path / "tiny")
-    run = tmp_path / "run"
-    train(hydra_job("train", [*data, *TINY_FFP, *EVERY_STEP, "trainer.max_steps=4", "test=false", ema(0.5)], run,
-                    tmp_path))  # fmt: skip
+@pytest.fixture(scope="module")
+def averaged(tmp_path_factory: pytest.TempPathFactory, tiny_data: list[str]) -> Path:
+    """4 iterations of the tiny FFP with an average of decay 0.5, a checkpoint after every one: the run."""
+    home = tmp_path_factory.mktemp("ema")
+    run = home / "run"
+    train(hydra_job("train", [*tiny_data, *TINY_FFP, *EVERY_STEP, "trainer.max_steps=4", "test=false", ema(0.5)], run,
+                    home))  # fmt: skip
+    return run
+
+
+def test_the_checkpoint_holds_the_exact_average_of_the_trained_weights(averaged: Path) -> None:
+    run = averaged
     steps = [load(run / "checkpoints" / f"step{k:07d}.ckpt") for k in range(1, 5)]
     trained = [c[WeightEMA.KEY]["trained_state_dict"] for c in steps]
     assert [c[WeightEMA.KEY]["updates"] for c in steps] == [1, 2, 3, 4]
@@ -58,17 +66,24 @@ def test_the_checkpoint_holds_the_exact_average_of_the_trained_weights(tmp_path:
         assert torch.equal(last[WeightEMA.KEY]["trained_state_dict"][key], value), key
 
 
-def test_the_average_is_what_the_run_tests_and_vad_evaluate_reads(tmp_path: Path) -> None:
-    data = tiny_dataset(tmp_path / "tiny")
+def evaluated(ckpt: Path, out: Path, home: Path) -> str:
+    """vad.evaluate of ``ckpt`` in this process, as its command line composes it (the checkpoint's group choices
+    first; its config rebuilds the run's model and data): its scores.csv."""
+    evaluate(hydra_job("eval", _with_checkpoint_choices([f"ckpt_path={ckpt}"]), out, home))
+    return (out / "scores.csv").read_text()
+
+
+def test_the_average_is_what_the_run_tests_and_vad_evaluate_reads(tiny_data: list[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(hydra_job("train", [*data, *TINY_FFP, "model.loss.flow=0", "trainer.max_steps=4", ema(0.5)], run, tmp_path))
+    train(hydra_job("train", [*tiny_data, *TINY_FFP, "model.loss.flow=0", "trainer.max_steps=4", ema(0.5)], run,
+                    tmp_path))  # fmt: skip
     last = run / "checkpoints" / "last.ckpt"
-    assert vad_evaluate(last, tmp_path / "average", tmp_path) == (run / "scores.csv").read_text()
+    assert evaluated(last, tmp_path / "average", tmp_path) == (run / "scores.csv").read_text()
 
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     checkpoint["state_dict"] = checkpoint[WeightEMA.KEY]["trained_state_dict"]
     torch.save(checkpoint, tmp_path / "trained.ckpt")
-    assert vad_evaluate(tmp_path / "trained.ckpt", tmp_path / "trained", tmp_path) != (run / "scores.csv").read_text()
+    assert evaluated(tmp_path / "trained.ckpt", tmp_path / "trained", tmp_path) != (run / "scores.csv").read_text()
 
 
 def test_a_resumed_run_ends_with_the_weights_and_average_of_an_uninterrupted_one(tmp_path: Path) -> None:
@@ -87,13 +102,10 @@ def test_a_resumed_run_ends_with_the_weights_and_average_of_an_uninterrupted_one
         assert torch.equal(value, second["trained_state_dict"][key]), key
 
 
-def test_an_averaged_run_resumes_only_with_an_average(tmp_path: Path) -> None:
-    data = tiny_dataset(tmp_path / "tiny")
-    run = tmp_path / "run"
-    settings = [*data, *TINY_FFP, "model.loss.flow=0", "test=false"]
-    train(hydra_job("train", [*settings, ema(0.99)], run, tmp_path))
-    with pytest.raises(ConfigError, match=r"trained with a weight average.*callbacks\.ema.*decay: 0\.99") as error:
-        train(hydra_job("train", [*settings, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], tmp_path / "r",
+def test_an_averaged_run_resumes_only_with_an_average(averaged: Path, tiny_data: list[str], tmp_path: Path) -> None:
+    settings = [*tiny_data, *TINY_FFP, *EVERY_STEP, "test=false"]
+    with pytest.raises(ConfigError, match=r"trained with a weight average.*callbacks\.ema.*decay: 0\.5") as error:
+        train(hydra_job("train", [*settings, f"ckpt_path={averaged / 'checkpoints' / 'last.ckpt'}"], tmp_path / "r",
                         tmp_path))  # fmt: skip
     assert "\n" not in str(error.value)
     assert not (tmp_path / "r" / "checkpoints").exists()
@@ -113,8 +125,10 @@ def test_a_run_without_an_average_resumes_with_one_that_starts_at_the_resumed_we
 
 
 @pytest.mark.parametrize(("setting", "message"), [("decay: 1.0", "decay=1.0"), ("start_step: -1", "start_step=-1")])
-def test_bad_settings_are_refused_naming_the_key(setting: str, message: str, tmp_path: Path) -> None:
-    data = tiny_dataset(tmp_path / "tiny")
+def test_bad_settings_are_refused_naming_the_key(
+    setting: str, message: str, tiny_data: list[str], tmp_path: Path
+) -> None:
+    data = tiny_data
     override = f"callbacks.ema={{_target_: vad.app.callbacks.WeightEMA, {setting}}}"
     with pytest.raises(ConfigError, match=rf"callbacks\.ema\.{message}"):
         train(hydra_job("train", [*data, *TINY_FFP, override], tmp_path / "run", tmp_path))

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
+from hydra_runs import hydra_job, tiny_dataset
 from omegaconf import OmegaConf
 from packaging.requirements import Requirement
 from tiny_runs import TINY_AMC
 
 from vad.app.build import build_model, model_from_checkpoint
 from vad.app.export import FILE_NAMES, export
-from vad.app.train import train
 from vad.data.batches import frames_to_float
 from vad.errors import ConfigError
 from vad.inference.exported import ExportedDetector
@@ -37,12 +36,10 @@ def signals(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def ffp_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A tiny FFP trained (and calibrated by vad.train) for 3 steps, and its model as vad.export loads it."""
+def ffp_run(tiny_ffp_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The session's tiny FFP (calibrated by vad.train), its model as vad.export loads it, and this module's folder."""
     home = tmp_path_factory.mktemp("export")
-    run = home / "run"
-    train(hydra_job("train", [*tiny_dataset(home / "tiny"), *TINY_FFP, "test=false"], run, home))
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = tiny_ffp_run["ckpt"]
     model, run_cfg = model_from_checkpoint(ckpt, hydra_job("export", [], home / "m", home))
     return {"home": home, "ckpt": ckpt, "model": model, "run_cfg": run_cfg}
 
@@ -99,6 +96,7 @@ def test_a_trained_ffp_exports_with_its_calibration_and_matches_pytorch(ffp_run:
         torch.testing.assert_close(got, signals(ffp_run["model"], frames), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow  # torch.onnx export of the FFP: over a minute; the TorchScript export above is the fast check
 def test_a_trained_ffp_exports_to_one_onnx_file_with_a_dynamic_batch_and_its_metadata(
     ffp_run: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -135,7 +133,7 @@ def test_a_trained_ffp_exports_to_one_onnx_file_with_a_dynamic_batch_and_its_met
         torch.testing.assert_close(got, signals(ffp_run["model"], frames), rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
 def test_mnad_exports_its_stateless_signals(tmp_path: Path, fmt: str) -> None:
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hydra_runs import TINY_FFP, hydra_job, tiny_synthetic
 
@@ -28,6 +29,19 @@ def weight_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "weights" / "learned_flow").glob("*.pt"))
 
 
+def test_is_differentiable_so_ffps_flow_term_reaches_the_generator(tmp_path: Path) -> None:
+    flow = learned(tmp_path)
+    assert not any(p.requires_grad for p in flow.parameters())
+    a = torch.rand(2, 1, 32, 32) * 2 - 1
+    prediction = (torch.rand(2, 1, 32, 32) * 2 - 1).requires_grad_(True)
+    flow(a, prediction).abs().mean().backward()
+    assert prediction.grad is not None
+    assert prediction.grad.abs().sum() > 0
+
+
+@pytest.mark.slow  # a quality check of a 400-step training (about 20 s under the suite's load); the fast tests
+# train the same way for 40 steps (test_cached_by_key_retrained_when_a_frame_or_a_setting_changes) and check the
+# gradient (test_is_differentiable_so_ffps_flow_term_reaches_the_generator)
 def test_learns_the_held_out_flow_better_than_zero_and_is_differentiable(tmp_path: Path) -> None:
     flow = learned(tmp_path, "flow.steps=400")  # about 10 s on 2 cores
     report = flow.report

@@ -27,10 +27,7 @@ from vad.methods.mnad import MNAD
 from vad.nets import MNADDecoder, MNADEncoder
 
 RUN = [
-    "trainer.max_steps=3",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
+    "debug=tiny",
 ]
 TINY_MNAD = ["model.net.features=2", "model.memory.num_items=4", *RUN]
 

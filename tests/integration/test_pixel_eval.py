@@ -171,6 +171,9 @@ def test_the_test_stage_of_a_training_run_records_the_pixel_block(tmp_path: Path
     assert 0.0 <= pixel["auc"] <= 1.0
 
 
+# two ranks of a fresh `python -m vad.evaluate` (about 30 s): slow; the fast suite gathers the same block from
+# simulated ranks in test_several_processes_give_the_block_of_one, and tests/e2e/test_ddp.py runs DDP itself
+@pytest.mark.slow
 def test_ddp_sim_gives_the_block_of_one_process(tmp_path: Path) -> None:
     _, data = ucsd_eval(tmp_path, (1, 2, 3), "dataset.eval_batch_size=4")
     evaluate(hydra_job("eval", data, tmp_path / "one", tmp_path))

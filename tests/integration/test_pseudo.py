@@ -204,6 +204,8 @@ class _Probe(VADModule):
         super().__init__(channels=1, clip_len=2)
 
 
+# the module's training_step is called here without a Trainer, so Lightning's self.log has nowhere to log
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)` but the `self.trainer` reference:UserWarning")
 def test_split_pseudo_and_the_bounded_negative_term() -> None:
     probe = _Probe()
     batch = {

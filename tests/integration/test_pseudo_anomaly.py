@@ -172,8 +172,7 @@ def test_config_errors_name_the_key_and_the_fix() -> None:
 TINY_RUN = [
     "model=pseudo_anomaly", "model.generator.features=4", "model.generator.depth=2",
     "model.discriminator.features=[4,8,8,8]", "model.classifier.features=[4,8,8,8]", "model.clip_len=3",
-    "trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.max_steps=2", "debug=tiny",
 ]  # fmt: skip
 
 

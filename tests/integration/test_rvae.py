@@ -27,9 +27,7 @@ TINY_RVAE = [
     "model.generator.latent=2",
     "model.generator.hidden=[4]",
     "trainer.max_steps=2",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
+    "debug=tiny",
 ]
 
 

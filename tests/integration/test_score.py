@@ -53,14 +53,13 @@ def train_small(home: Path, *overrides: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A small FFP trained on the tiny synthetic set with one held-out video, tested, then calibrated, its scores
-    smoothed with sigma 2 frames (the protocol's centred Gaussian; the calibration's causal one for streams)."""
-    home = tmp_path_factory.mktemp("score")
-    ckpt = train_small(home, "trainer.max_steps=60", "dataset.batch_size=4", "model.smoothing=2")
-    run = home / "run"
+def trained(tiny_ffp_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The session's tiny FFP (trained with one held-out video, tested, then calibrated, its scores smoothed with
+    sigma 2 frames: the protocol's centred Gaussian; the calibration's causal one for streams), read-only; ``home``
+    is this module's folder for what the tests write."""
+    ckpt = tiny_ffp_run["ckpt"]
     assert torch.load(ckpt, weights_only=False)["vad_calibration"]["frames"] == 32  # the held-out video, after training
-    return {"home": home, "run": run, "ckpt": ckpt, "root": home / "synthetic"}
+    return {**tiny_ffp_run, "home": tmp_path_factory.mktemp("score")}
 
 
 def assert_same_signals(scored: Path, tested: Path, signals: Iterable[str], video: str = "01") -> None:
@@ -270,17 +269,25 @@ def evaluate_in_process(ckpt: Path, out: Path, home: Path, *overrides: str) -> P
     return out
 
 
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bf16-mixed tiny FFP (explicit: bf16 on any CPU, whatever its units), tested and calibrated: its home."""
+    home = tmp_path_factory.mktemp("bf16")
+    train_small(home, "trainer.precision=bf16-mixed")
+    return home
+
+
 @pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16-units", "cpu-without-bf16-units"])
 def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_where_native_else_in_float32(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+    bf16_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
     """The detector runs in its run's trainer.precision where the machine computes it natively: vad.evaluate of a
     bf16-mixed run then reproduces its test exactly, vad.score scores it in bf16, vad.calibrate reproduces the
     calibration vad.train stored. On a CPU without bf16 units (emulated bf16, ~12x slower) all three run in float32
     instead, saying so; an explicit precision wins on both."""
     monkeypatch.setattr(precision, "_cpu_flags", lambda: ("avx2", "avx512_bf16") if native else ("avx2",))
-    ckpt = train_small(tmp_path, "trainer.max_steps=20", "trainer.precision=bf16-mixed")  # explicit: bf16 anyway
-    run = tmp_path / "run"
+    run = bf16_run / "run"
+    ckpt = run / "checkpoints" / "last.ckpt"
     assert json.loads((run / "metrics.json").read_text())["precision"] == "bf16-mixed"
     tested = (run / "scores.csv").read_text()
     default = evaluate_in_process(ckpt, tmp_path / "eval", tmp_path)
@@ -294,7 +301,7 @@ def test_a_bf16_run_is_evaluated_scored_and_calibrated_in_bf16_where_native_else
     if not native:
         assert "can differ from the training machine's in the last bits" in metrics["precision_choice"]
 
-    video = tmp_path / "synthetic" / "testing" / "frames" / "01"
+    video = bf16_run / "synthetic" / "testing" / "frames" / "01"
     scored = {}
     for name, extra in (("default", []), ("bf16", ["precision=bf16-mixed"]), ("fp32", ["precision=32-true"])):
         score(hydra_job("score", [f"ckpt_path={ckpt}", f"input={video}", *extra], tmp_path / name, tmp_path))
@@ -344,7 +351,8 @@ def test_auto_precision_trains_in_bf16_only_where_native_and_a_resume_keeps_the_
     assert resumed["precision_choice"] == started
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+# ONNX export takes over a minute: slow (make test-all); the TorchScript case checks the same scoring path fast
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
 def test_an_exported_model_scores_like_its_checkpoint(trained: dict, fmt: str) -> None:
     """vad.score ckpt_path=model.pt|model.onnx (vad.export's files, routed by suffix): the checkpoint's raw signals
     per frame, the same columns, calibration and threshold; the overlay has every frame, without a heat map."""

@@ -110,8 +110,7 @@ TINY_METHODS = {
     "rvae": ["model=rvae", "model.generator.features=4", "model.generator.blocks=[1,1]", "model.generator.latent=2",
              "model.generator.hidden=[4]"],
 }  # fmt: skip
-RUN = ["trainer.max_steps=3", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
-       "callbacks.progress_bar.refresh_rate=0", "dataset.batch_size=4"]  # fmt: skip
+RUN = ["debug=tiny", "dataset.batch_size=4"]  # fmt: skip
 
 
 @pytest.mark.parametrize("method", list(TINY_METHODS))

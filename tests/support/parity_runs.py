@@ -18,7 +18,7 @@ from hydra_runs import TINY_FFP, hydra_job, tiny_dataset
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "parity"
 
-_RUN = ["trainer.max_steps=3", "trainer.enable_model_summary=false", "callbacks.progress_bar.refresh_rate=0"]
+_RUN = ["debug=tiny"]
 #: name -> overrides on top of the tiny dataset; FFP with all four terms (LK flow), MNAD's two variants
 PARITY_RUNS: dict[str, list[str]] = {
     "ffp": [*TINY_FFP, "flow=lk", "model.loss.flow=2"],
