@@ -40,9 +40,9 @@ def test_is_differentiable_so_ffps_flow_term_reaches_the_generator(tmp_path: Pat
 
 
 @pytest.mark.slow  # a quality check of a 400-step training (about 20 s under the suite's load); the fast tests
-# train the same way for 40 steps (test_cached_by_key_retrained_when_a_frame_or_a_setting_changes) and check the
-# gradient (test_is_differentiable_so_ffps_flow_term_reaches_the_generator)
-def test_learns_the_held_out_flow_better_than_zero_and_is_differentiable(tmp_path: Path) -> None:
+# train the same way for 40 steps (test_cached_by_key_retrained_when_a_frame_or_a_setting_changes); the gradient is
+# test_is_differentiable_so_ffps_flow_term_reaches_the_generator's
+def test_learns_the_held_out_flow_better_than_zero(tmp_path: Path) -> None:
     flow = learned(tmp_path, "flow.steps=400")  # about 10 s on 2 cores
     report = flow.report
     assert report["pairs"] > 0
@@ -52,13 +52,6 @@ def test_learns_the_held_out_flow_better_than_zero_and_is_differentiable(tmp_pat
     # half a zero flow's, and the second frame warped back by the flow matches the first better than unwarped
     assert report["epe"] < 0.5 * report["epe_zero"], report
     assert report["photometric"] < report["photometric_zero"], report
-    assert not any(p.requires_grad for p in flow.parameters())
-    # gradient reaches the frames, so FFP's flow term reaches the generator through it
-    a = torch.rand(2, 1, 32, 32) * 2 - 1
-    prediction = (torch.rand(2, 1, 32, 32) * 2 - 1).requires_grad_(True)
-    flow(a, prediction).abs().mean().backward()
-    assert prediction.grad is not None
-    assert prediction.grad.abs().sum() > 0
     (path,) = weight_files(tmp_path)
     assert path.name.startswith("synthetic-32x32-c1-")
 
